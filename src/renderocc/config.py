@@ -1,0 +1,150 @@
+"""Presets as data: grid, image size, frames, model sizes, renderer and loss weights, training schedule.
+
+A preset is a frozen dataclass tree; `get_preset(name)` returns it and `preset.replace(...)` derives one.
+Every stage reads only its own section.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from renderocc.core.grid import VoxelGrid
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """What the loader produces: image size, temporal frames, rays and augmentation."""
+
+    image_size: tuple[int, int] = (256, 704)  # (H, W) fed to the network
+    prev_frames: int = 1  # previous keyframes for temporal stereo / fusion
+    ray_frame_offsets: tuple[int, ...] = (-3, -2, -1, 0, 1, 2, 3)  # keyframes whose pixel labels give rays
+    max_rays: int = 38_400
+    neighbour_ray_weight: float = 0.3
+    class_balance_temperature: float = 0.005  # weight = exp(t * (n_max / n_c - 1))
+    max_depth: float = 52.0  # depth labels beyond this are dropped
+    resize_jitter: tuple[float, float] = (-0.06, 0.11)
+    rotate_deg: float = 5.4
+    image_flip: bool = True
+    bev_flip: bool = True
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Network sizes: backbone, neck, view transformer, 3D encoder and heads."""
+
+    backbone: str = "resnet50"  # any timm model name
+    pretrained: bool = False  # load timm weights (needs the file locally or a warm hub cache)
+    neck_channels: int = 256
+    depth_bins: tuple[float, float, float] = (1.0, 45.0, 0.5)  # start, stop, step in metres
+    voxel_channels: int = 32
+    stereo: bool = True
+    encoder_channels: tuple[int, int, int] = (32, 64, 128)
+    encoder_layers: tuple[int, int, int] = (1, 2, 4)
+    head_hidden: int = 64
+    num_classes: int = 17
+
+
+@dataclass(frozen=True)
+class RenderConfig:
+    """Volume rendering: sample spacing, density shift, skipping of negligible samples."""
+
+    step_size: float = 0.2  # metres; half a 0.4 m voxel
+    density_shift: float = -13.815510557964274  # log(1 / (1 - 1e-6) - 1): empty space starts transparent
+    skip_threshold: float = 1e-7  # samples whose alpha or weight falls below this are skipped
+    implementation: str = "auto"  # "auto" (fused on CUDA), "torch", "triton"
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Loss weights and their parameters."""
+
+    depth: float = 1.0  # SILog on rendered metric depth
+    silog_variance_focus: float = 0.85
+    semantic: float = 1.0  # class-weighted CE on rendered semantics
+    entropy: float = 0.01  # entropy of the last transmittance
+    distortion: float = 0.01
+    lidar_depth: float = 0.05  # auxiliary loss on the view transformer's depth distribution
+    occupancy_3d: float = 1.0  # 3D free/occupied CE (only with 3d supervision)
+    semantic_3d: float = 1.0  # 3D semantics of occupied voxels (only with 3d supervision)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimiser and schedule."""
+
+    lr: float = 1e-4
+    weight_decay: float = 1e-2
+    grad_clip: float = 5.0
+    warmup_iters: int = 200
+    epochs: int = 12
+    max_iters: int | None = None  # overrides epochs when set
+    batch_size: int = 2  # per process
+    ema_decay: float = 0.999
+    num_workers: int = 4
+    val_every: int = 1000  # iterations
+    keep_checkpoints: int = 3
+    amp: bool = True  # bf16 autocast on CUDA
+    compile: bool = False
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Everything that defines one experiment setting."""
+
+    name: str
+    grid: VoxelGrid = field(default_factory=VoxelGrid)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    render: RenderConfig = field(default_factory=RenderConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def replace(self, **sections) -> Preset:
+        """New preset with whole sections or fields replaced, e.g. replace(train=dict(lr=2e-4))."""
+        changes = {}
+        for key, value in sections.items():
+            current = getattr(self, key)
+            if isinstance(value, dict) and dataclasses.is_dataclass(current):
+                value = dataclasses.replace(current, **value)
+            changes[key] = value
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+PRESETS: dict[str, Preset] = {
+    # Small enough to train on 2 CPU cores in minutes: coarse 0.8 m grid over the Occ3D box, ResNet-18,
+    # tiny images. Predictions are upsampled to the dataset's 0.4 m grid for evaluation.
+    "demo": Preset(
+        name="demo",
+        grid=VoxelGrid(voxel_size=0.8),
+        data=DataConfig(image_size=(128, 224), max_rays=8_192, ray_frame_offsets=(-1, 0, 1)),
+        model=ModelConfig(
+            backbone="resnet18",
+            neck_channels=64,
+            depth_bins=(1.0, 45.0, 1.0),
+            voxel_channels=16,
+            stereo=False,
+            encoder_channels=(16, 32, 64),
+            encoder_layers=(1, 1, 1),
+            head_hidden=32,
+        ),
+        render=RenderConfig(step_size=0.4),
+        train=TrainConfig(lr=2e-3, warmup_iters=50, batch_size=2, num_workers=2, ema_decay=0.99),
+    ),
+    "r50-256x704": Preset(name="r50-256x704"),
+    "swinb-512x1408": Preset(
+        name="swinb-512x1408",
+        data=DataConfig(image_size=(512, 1408)),
+        model=ModelConfig(backbone="swin_base_patch4_window12_384", neck_channels=512),
+    ),
+}
+
+
+def get_preset(name: str) -> Preset:
+    """Preset by name; an unknown name lists the valid ones."""
+    if name not in PRESETS:
+        raise KeyError(f"unknown preset {name!r}; valid presets: {', '.join(PRESETS)}")
+    return PRESETS[name]

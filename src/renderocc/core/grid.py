@@ -1,0 +1,69 @@
+"""The occupancy voxel grid: its box in the ego frame, voxel size, and point <-> voxel index maps."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class VoxelGrid:
+    """Axis-aligned voxel grid in the ego frame (x forward, y left, z up), indexed [x, y, z].
+
+    Defaults are Occ3D-nuScenes: x, y in [-40, 40) m, z in [-1, 5.4) m, 0.4 m voxels, 200 x 200 x 16.
+    """
+
+    lower: tuple[float, float, float] = (-40.0, -40.0, -1.0)
+    upper: tuple[float, float, float] = (40.0, 40.0, 5.4)
+    voxel_size: float = 0.4
+
+    def __post_init__(self) -> None:
+        for axis, (lo, hi) in enumerate(zip(self.lower, self.upper)):
+            if not hi > lo:
+                raise ValueError(f"VoxelGrid: upper[{axis}]={hi} must exceed lower[{axis}]={lo}")
+            n = (hi - lo) / self.voxel_size
+            if abs(n - round(n)) > 1e-6:
+                raise ValueError(
+                    f"VoxelGrid: extent {hi - lo} m on axis {axis} is not a whole number of "
+                    f"{self.voxel_size} m voxels; adjust lower/upper or voxel_size"
+                )
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """Voxel counts (X, Y, Z)."""
+        return tuple(round((hi - lo) / self.voxel_size) for lo, hi in zip(self.lower, self.upper))
+
+    def lower_tensor(self, device: torch.device | str | None = None, dtype=torch.float32) -> torch.Tensor:
+        return torch.tensor(self.lower, device=device, dtype=dtype)
+
+    def upper_tensor(self, device: torch.device | str | None = None, dtype=torch.float32) -> torch.Tensor:
+        return torch.tensor(self.upper, device=device, dtype=dtype)
+
+    def points_to_index(self, points: torch.Tensor) -> torch.Tensor:
+        """Integer voxel index of metric points. points [..., 3] -> long [..., 3] (may be out of range)."""
+        lo = self.lower_tensor(points.device, points.dtype)
+        return torch.floor((points - lo) / self.voxel_size).long()
+
+    def index_to_points(self, index: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
+        """Metric centre of voxels. index [..., 3] -> [..., 3]."""
+        lo = self.lower_tensor(index.device, dtype)
+        return lo + (index.to(dtype) + 0.5) * self.voxel_size
+
+    def contains(self, points: torch.Tensor) -> torch.Tensor:
+        """Whether points [..., 3] lie inside the box [lower, upper). -> bool [...]."""
+        lo = self.lower_tensor(points.device, points.dtype)
+        hi = self.upper_tensor(points.device, points.dtype)
+        return ((points >= lo) & (points < hi)).all(-1)
+
+    def voxel_centers(self, device: torch.device | str | None = None, dtype=torch.float32) -> torch.Tensor:
+        """Metric centres of every voxel, [X, Y, Z, 3]."""
+        axes = [torch.arange(n, device=device) for n in self.shape]
+        index = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1)
+        return self.index_to_points(index, dtype)
+
+    def normalize(self, points: torch.Tensor) -> torch.Tensor:
+        """Metric points [..., 3] -> grid_sample coordinates in [-1, 1] (align_corners=False), xyz order."""
+        lo = self.lower_tensor(points.device, points.dtype)
+        hi = self.upper_tensor(points.device, points.dtype)
+        return (points - lo) / (hi - lo) * 2 - 1
