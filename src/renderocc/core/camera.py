@@ -6,7 +6,7 @@ import torch
 
 
 def project(points_cam: torch.Tensor, intrinsics: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Project camera-frame points [..., N, 3] with K [..., 3, 3] -> pixels (u, v) [..., N, 2], z-depth [..., N].
+    """Project camera points [..., N, 3] with K [..., 3, 3] -> pixels (u, v) [..., N, 2], z-depth [..., N].
 
     Points at or behind the camera get non-finite pixels; callers mask with depth > 0.
     """

@@ -51,7 +51,9 @@ def matrix_to_quaternion(R: np.ndarray) -> np.ndarray:
     return out.reshape(R.shape[:-2] + (4,))
 
 
-def make_pose(rotation: Sequence[float] | np.ndarray, translation: Sequence[float] | np.ndarray) -> np.ndarray:
+def make_pose(
+    rotation: Sequence[float] | np.ndarray, translation: Sequence[float] | np.ndarray
+) -> np.ndarray:
     """4x4 pose from a nuScenes record: quaternion (w, x, y, z) or 3x3 matrix, and a translation."""
     rotation = np.asarray(rotation, dtype=np.float64)
     pose = np.eye(4)

@@ -1,0 +1,37 @@
+import pytest
+import torch
+
+from renderocc.core import VoxelGrid
+
+
+def test_occ3d_defaults():
+    grid = VoxelGrid()
+    assert grid.shape == (200, 200, 16)
+    centers = grid.voxel_centers()
+    assert centers.shape == (200, 200, 16, 3)
+    torch.testing.assert_close(centers[0, 0, 0], torch.tensor([-39.8, -39.8, -0.8]))
+    torch.testing.assert_close(centers[-1, -1, -1], torch.tensor([39.8, 39.8, 5.2]))
+
+
+def test_index_round_trip_and_contains():
+    grid = VoxelGrid()
+    index = torch.stack([torch.randint(0, n, (1000,)) for n in grid.shape], -1)
+    centers = grid.index_to_points(index)
+    assert torch.equal(grid.points_to_index(centers), index)
+    assert grid.contains(centers).all()
+    outside = torch.tensor([[40.0, 0, 0], [0, -40.01, 0], [0, 0, 5.4], [0, 0, -1.0]])
+    assert grid.contains(outside).tolist() == [False, False, False, True]
+
+
+def test_normalize_maps_box_to_unit_cube():
+    grid = VoxelGrid()
+    corners = torch.tensor([grid.lower, grid.upper])
+    torch.testing.assert_close(grid.normalize(corners), torch.tensor([[-1.0, -1, -1], [1, 1, 1]]))
+
+
+def test_coarser_grid_and_bad_extent():
+    assert VoxelGrid(voxel_size=0.8).shape == (100, 100, 8)
+    with pytest.raises(ValueError, match="whole number"):
+        VoxelGrid(voxel_size=0.3)
+    with pytest.raises(ValueError, match="must exceed"):
+        VoxelGrid(lower=(0, 0, 0), upper=(0, 1, 1))
