@@ -5,7 +5,14 @@ Frames of reference. "ego" is the key frame's ego frame (x forward, y left, z up
 the same BEV flips are applied to cameras, rays and voxel labels so they stay consistent.
 
 Image tensors are already augmented (resize / crop / rotate / flip). `img_aug` is the 3x3 pixel-space
-matrix applied to the original image, so the effective intrinsics are `img_aug @ intrinsics`.
+matrix applied to the original image, so the effective intrinsics are `img_aug @ intrinsics`. Pixel
+coordinates are continuous: pixel (i, j) covers [i, i + 1) x [j, j + 1), its centre is (i + 0.5, j + 0.5).
+
+Each frame's ego frame is its LiDAR-time ego pose (as Occ3D uses); cam2ego includes the ego motion
+between the LiDAR and the camera timestamps. Previous frames repeat the scene's first keyframe at the
+scene start. Rays come from the pixel labels (nearest LiDAR point per pixel) of the key frame and the
+keyframes at DataConfig.ray_frame_offsets that exist in the scene, through original-image pixel centres;
+rays longer than DataConfig.max_depth are never drawn, neighbour-frame rays of dynamic classes neither.
 
 Keys (B samples, T = 1 + number of previous frames, index 0 = key frame, N = 6 cameras, R = max_rays):
   imgs          float32 [B, T, N, 3, H, W]   normalised with ImageNet mean / std
@@ -14,7 +21,7 @@ Keys (B samples, T = 1 + number of previous frames, index 0 = key frame, N = 6 c
   cam2ego       float32 [B, T, N, 4, 4]      camera -> ego frame of that same frame t (BEV-augmented)
   ego2keyego    float32 [B, T, 4, 4]         ego frame of frame t -> key ego frame (identity at t = 0)
   bev_aug       float32 [B, 4, 4]            BEV augmentation applied to the key ego frame (for reference)
-  depth_map     float32 [B, N, H, W]         key-frame LiDAR z-depth at augmented pixels, 0 = no label
+  depth_map     float32 [B, N, H, W]         key-frame LiDAR z-depth at augmented pixels (nearest), 0 = none
   rays_o        float32 [B, R, 3]            ray origins in the key ego frame
   rays_d        float32 [B, R, 3]            unit ray directions in the key ego frame
   ray_depth     float32 [B, R]               metric distance along the unit ray to the LiDAR point

@@ -1,0 +1,264 @@
+"""Benchmark: forward + backward of volume rendering + rendering losses, fused Triton vs PyTorch reference.
+
+GPU (default when CUDA is present): 38,400 rays per sample through the Occ3D grid (200x200x16, 17
+classes, step 0.2 m), batch 1 and 2, for a freshly initialised field and a trained-like one (dense
+ground and boxes, free elsewhere); median ms and peak extra memory over the inputs. `--check` first
+compares the two implementations on the GPU. CPU: the torch reference per sample in the demo preset's
+setting (100x100x8 grid at 0.8 m, 8,192 rays, step 0.4 m).
+
+    PYTHONPATH=src python benchmarks/render.py [--check] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+from renderocc.config import LossConfig, get_preset
+from renderocc.core.grid import VoxelGrid
+from renderocc.render import fused, volume_render
+from renderocc.render.losses import class_weights_from_counts, rendering_losses
+
+
+def make_field(kind: str, grid: VoxelGrid, batch: int, classes: int, device: str, seed: int) -> tuple:
+    """density [B, X, Y, Z] and semantics [B, X, Y, Z, C] leaves; 'fresh' or 'trained' (ground + boxes)."""
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    shape = (batch, *grid.shape)
+    semantics = torch.randn(*shape, classes, generator=g)
+    if kind == "fresh":  # the density head's final softplus over a freshly initialised layer
+        density = F.softplus(0.5 * torch.randn(*shape, generator=g))
+    else:
+        centers = grid.voxel_centers()
+        density = torch.full(shape, 1e-3)
+        density[..., :2] = 30.0  # ground: the two lowest layers (z < -0.2 m)
+        for b in range(batch):
+            lo = torch.rand(60, 3, generator=g) * torch.tensor([76.0, 76.0, 0.0]) - torch.tensor(
+                [38.0, 38.0, -0.2]
+            )
+            size = torch.rand(60, 3, generator=g) * torch.tensor([4.0, 4.0, 3.0]) + torch.tensor(
+                [1.0, 1.0, 1.0]
+            )
+            inside = (centers[None] >= lo[:, None, None, None]) & (
+                centers[None] < (lo + size)[:, None, None, None]
+            )
+            density[b][inside.all(-1).any(0)] = 30.0
+        density = density + 0.1 * torch.rand(shape, generator=g)
+    return (density.to(device).requires_grad_(), semantics.to(device).requires_grad_())
+
+
+def make_rays(batch: int, rays: int, classes: int, device: str, seed: int) -> dict:
+    """Camera-like rays: key-frame origins near the ego rig, neighbour-frame ones up to 15 m along x;
+    directions all round in azimuth, -25..10 deg in elevation; LiDAR-like depths and classes."""
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    origins = torch.tensor([0.0, 0.0, 1.6]) + 0.8 * (torch.rand(batch, rays, 3, generator=g) - 0.5)
+    frame = torch.randint(-3, 4, (batch, rays), generator=g)
+    origins[..., 0] += 5.0 * frame
+    azimuth = 2 * math.pi * torch.rand(batch, rays, generator=g)
+    elevation = torch.deg2rad(-25 + 35 * torch.rand(batch, rays, generator=g))
+    dirs = torch.stack(
+        [elevation.cos() * azimuth.cos(), elevation.cos() * azimuth.sin(), elevation.sin()], -1
+    )
+    return {
+        "rays_o": origins.to(device),
+        "rays_d": dirs.to(device),
+        "ray_depth": (2 + 48 * torch.rand(batch, rays, generator=g)).to(device),
+        "ray_class": torch.randint(0, classes, (batch, rays), generator=g).to(device),
+        "ray_frame": frame.to(device),
+        "ray_valid": torch.ones(batch, rays, dtype=torch.bool, device=device),
+    }
+
+
+def step(field, rays, grid, step_size, impl, cfg, weights, backward: bool = True) -> torch.Tensor:
+    out = volume_render(*field, rays["rays_o"], rays["rays_d"], grid, step_size, implementation=impl)
+    loss = sum(rendering_losses(out, rays, cfg, weights).values())
+    if backward:
+        loss.backward()
+    return loss
+
+
+def time_step(
+    field, rays, grid, step_size, impl, cfg, weights, repeats: int, device: str, backward: bool = True
+) -> tuple[float, float]:
+    """Median ms of forward (+ backward), and peak memory above the inputs in MB."""
+
+    def run():
+        for t in field:
+            t.grad = None
+        step(field, rays, grid, step_size, impl, cfg, weights, backward)
+
+    for _ in range(2):
+        run()
+    times = []
+    if device == "cuda":
+        torch.cuda.synchronize()
+        for t in field:
+            t.grad = None
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        for _ in range(repeats):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            run()
+            end.record()
+            torch.cuda.synchronize()
+            times.append(start.elapsed_time(end))
+        peak = (torch.cuda.max_memory_allocated() - base) / 2**20
+    else:
+        for _ in range(repeats):
+            start = time.perf_counter()
+            run()
+            times.append(1e3 * (time.perf_counter() - start))
+        peak = float("nan")
+    return statistics.median(times), peak
+
+
+def check(grid, step_size, classes, device) -> list[dict]:
+    """Fused vs reference on the GPU: relative errors of the outputs and the grid gradients."""
+    rows = []
+    cfg = LossConfig()
+    for kind in ("fresh", "trained"):
+        field = make_field(kind, grid, 2, classes, device, seed=11)
+        rays = make_rays(2, 4096, classes, device, seed=12)
+        res = {}
+        for impl in ("torch", "triton"):
+            for t in field:
+                t.grad = None
+            out = volume_render(*field, rays["rays_o"], rays["rays_d"], grid, step_size, implementation=impl)
+            loss = sum(rendering_losses(out, rays, cfg, None).values())
+            loss.backward()
+            res[impl] = [out.depth, out.semantics, out.opacity, out.distortion, field[0].grad, field[1].grad]
+        names = ("depth", "semantics", "opacity", "distortion", "grad_density", "grad_semantics")
+        row = {"field": kind}
+        for name, a, b in zip(names, res["torch"], res["triton"]):
+            row[name] = float((a.detach().double() - b.detach().double()).norm() / a.detach().double().norm())
+        rows.append(row)
+        print("check", kind, " ".join(f"{k}={v:.2e}" for k, v in list(row.items())[1:]), flush=True)
+    return rows
+
+
+CONFIGS = ((1, 1), (2, 1), (2, 2), (4, 4))  # (rays per program, warps)
+
+
+def sweep(grid, step_size, rays_per_sample, classes, cfg, weights, repeats) -> list[dict]:
+    """Median ms of the fused path per (rays per program, warps) on batch 1 of both fields; leaves the
+    fastest configuration set for the rest of the run."""
+    rows = []
+    for kind in ("fresh", "trained"):
+        field = make_field(kind, grid, 1, classes, "cuda", seed=1)
+        rays = make_rays(1, rays_per_sample, classes, "cuda", seed=101)
+        for block, warps in CONFIGS:
+            fused.BLOCK_RAYS, fused.NUM_WARPS = block, warps
+            ms, _ = time_step(field, rays, grid, step_size, "triton", cfg, weights, repeats, "cuda")
+            rows.append({"field": kind, "block_rays": block, "num_warps": warps, "median_ms": ms})
+            print(f"sweep {kind:8s} block_rays={block:3d} num_warps={warps} {ms:8.2f} ms", flush=True)
+    best = min(
+        CONFIGS, key=lambda c: sum(r["median_ms"] for r in rows if (r["block_rays"], r["num_warps"]) == c)
+    )
+    fused.BLOCK_RAYS, fused.NUM_WARPS = best
+    print(f"sweep: fastest (rays per program, warps) = {best}", flush=True)
+    return rows
+
+
+def profile(grid, step_size, rays_per_sample, classes, cfg, weights) -> None:
+    """Kernel time table of fused forward + backward steps on both fields (batch 1)."""
+    for kind in ("fresh", "trained"):
+        field = make_field(kind, grid, 1, classes, "cuda", seed=1)
+        rays = make_rays(1, rays_per_sample, classes, "cuda", seed=101)
+        time_step(field, rays, grid, step_size, "triton", cfg, weights, 3, "cuda")
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+            for _ in range(5):
+                step(field, rays, grid, step_size, "triton", cfg, weights)
+            torch.cuda.synchronize()
+        print(f"profile {kind} (5 steps)")
+        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=12, max_name_column_width=60))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--check", action="store_true", help="compare implementations on the device first")
+    parser.add_argument("--no-reference", action="store_true", help="skip timing the torch reference")
+    parser.add_argument("--sweep", action="store_true", help="time the fused kernels' block sizes (batch 1)")
+    parser.add_argument(
+        "--profile", action="store_true", help="print the CUDA kernel times of one fused step"
+    )
+    parser.add_argument("--json", help="write the results here")
+    args = parser.parse_args()
+    classes = 17
+    weights = class_weights_from_counts(torch.logspace(4, 9, classes)).to(args.device)
+    cfg = LossConfig()
+    results = {"device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu", "rows": []}
+    if args.device == "cuda":
+        grid, step_size, rays_per_sample, batches = VoxelGrid(), 0.2, 38_400, (1, 2)
+        impls = ("triton",) if args.no_reference else ("triton", "torch")
+        if args.check:
+            results["check"] = check(grid, step_size, classes, args.device)
+    else:
+        preset = get_preset("demo")
+        grid, step_size, rays_per_sample, batches = (
+            preset.grid,
+            preset.render.step_size,
+            preset.data.max_rays,
+            (1,),
+        )
+        impls = ("torch",)
+    if args.sweep and args.device == "cuda":
+        results["sweep"] = sweep(grid, step_size, rays_per_sample, classes, cfg, weights, args.repeats)
+    if args.device == "cuda":
+        results["config"] = {
+            "block_rays": fused.BLOCK_RAYS,
+            "num_warps": fused.NUM_WARPS,
+        }
+    if args.profile and args.device == "cuda":
+        profile(grid, step_size, rays_per_sample, classes, cfg, weights)
+    for kind in ("fresh", "trained"):
+        for batch in batches:
+            field = make_field(kind, grid, batch, classes, args.device, seed=batch)
+            rays = make_rays(batch, rays_per_sample, classes, args.device, seed=100 + batch)
+            for impl in impls:
+                repeats = args.repeats if impl == "triton" else max(3, args.repeats // 4)
+                ms, mb = time_step(field, rays, grid, step_size, impl, cfg, weights, repeats, args.device)
+                with torch.no_grad():
+                    fwd_ms, _ = time_step(
+                        field, rays, grid, step_size, impl, cfg, weights, repeats, args.device, False
+                    )
+                row = dict(
+                    field=kind,
+                    batch=batch,
+                    impl=impl,
+                    median_ms=ms,
+                    ms_per_sample=ms / batch,
+                    forward_ms=fwd_ms,
+                )
+                row.update(
+                    peak_extra_mb=mb, grid=list(grid.shape), rays_per_sample=rays_per_sample, step=step_size
+                )
+                results["rows"].append(row)
+                print(
+                    f"{kind:8s} B={batch} {impl:6s} {ms:9.2f} ms {mb:8.1f} MB, forward only {fwd_ms:.2f} ms",
+                    flush=True,
+                )
+    setting = f"{rays_per_sample} rays/sample, grid {grid.shape} x {classes}, step {step_size} m"
+    config = results.get("config")
+    print(f"\n{results['device']}: {setting}" + (f", fused config {config}" if config else ""))
+    header = f"{'field':8s} {'B':>2s} {'impl':6s} {'median ms':>10s} {'ms/sample':>10s}"
+    print(f"{header} {'extra MB':>9s} {'fwd ms':>8s}")
+    for r in results["rows"]:
+        cells = f"{r['median_ms']:10.2f} {r['ms_per_sample']:10.2f} {r['peak_extra_mb']:9.1f}"
+        cells += f" {r['forward_ms']:8.2f}"
+        print(f"{r['field']:8s} {r['batch']:2d} {r['impl']:6s} {cells}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,181 @@
+"""Study: 2D-only against 3D supervision, and the paper's ablations, on held-out synthetic scenes.
+
+    python benchmarks/study.py --out /tmp/study --device cuda                        # 2d, 3d, 2d+3d
+    python benchmarks/study.py --out /tmp/study --settings 2d key-only unweighted rays-9600 rays-76800
+
+One command generates a synthetic training set and held-out scenes (other scenes, same generator), prepares
+2D labels, then trains each setting from the same initialisation for the same budget (--iters, and
+--budget-s of wall time per setting) and evaluates the EMA weights on the held-out scenes: Occ3D mIoU with
+the camera mask, per-class IoU and RayIoU. It writes study.json, study.md (the tables) and curves.png
+(training loss and validation mIoU of every setting). An existing --out is reused: data that is already
+there is not generated again, and a setting whose results exist is not trained again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from renderocc.config import Preset, get_preset
+from renderocc.core.classes import OCC3D_CLASSES
+
+VERSION = "v1.0-synthetic"
+
+# setting -> (supervision, changes to the preset's data section)
+SETTINGS: dict[str, tuple[str, dict]] = {
+    "2d": ("2d", {}),
+    "3d": ("3d", {}),
+    "2d+3d": ("2d+3d", {}),
+    "key-only": ("2d", {"ray_frame_offsets": (0,)}),  # no neighbour-frame rays
+    "unweighted": ("2d", {"class_balance_temperature": 0.0, "neighbour_ray_weight": 1.0}),
+    "rays-9600": ("2d", {"max_rays": 9_600}),
+    "rays-38400": ("2d", {"max_rays": 38_400}),
+    "rays-76800": ("2d", {"max_rays": 76_800}),
+}
+
+
+def setting_preset(base: Preset, name: str) -> tuple[Preset, str]:
+    """The preset and supervision of a named setting."""
+    if name not in SETTINGS:
+        raise KeyError(f"unknown setting {name!r}; valid: {', '.join(SETTINGS)}")
+    supervision, data = SETTINGS[name]
+    return (base.replace(data=data) if data else base), supervision
+
+
+def make_data(out: Path, args: argparse.Namespace) -> Path:
+    """Generate (if absent) and prepare the synthetic set; the last --val-scenes scenes are held out."""
+    from renderocc.data import prepare
+    from renderocc.synth import generate
+
+    dataroot = out / "data"
+    if not (dataroot / VERSION).is_dir():
+        generate(
+            dataroot, args.train_scenes + args.val_scenes, args.frames, tuple(args.image_size), args.seed,
+            val_scenes=args.val_scenes, device=args.device,
+        )  # fmt: skip
+    if not (dataroot / "renderocc" / VERSION / "index.json").is_file():
+        prepare(dataroot, VERSION, workers=args.workers)
+    return dataroot
+
+
+def run_setting(name: str, base: Preset, dataroot: Path, out: Path, args: argparse.Namespace) -> dict:
+    """Train one setting and evaluate it on the held-out scenes; cached in out/<name>/result.json."""
+    from renderocc.checkpoint import load_model
+    from renderocc.eval.evaluate import evaluate_model, write_json_atomic
+    from renderocc.train import TrainOptions, train
+    from renderocc.train_utils.data import eval_loader, open_index
+
+    result_file = out / name / "result.json"
+    if result_file.is_file():
+        return json.loads(result_file.read_text())
+    preset, supervision = setting_preset(base, name)
+    opts = TrainOptions(
+        dataroot, out / name / "run", VERSION, supervision=supervision, max_iters=args.iters,
+        device=args.device, seed=args.seed, num_workers=args.workers, val_every=args.val_every,
+        val_samples=args.val_samples, time_budget_s=args.budget_s,
+    )  # fmt: skip
+    checkpoint = train(preset, opts)
+    device = torch.device(args.device)
+    model, preset = load_model(checkpoint, which="ema", device=device)
+    index = open_index(dataroot, VERSION)
+    loader = eval_loader(index, preset.data, "val", 1, args.workers)
+    metrics = evaluate_model(model, loader, preset, index, device, rayiou=True, amp=preset.train.amp)
+    metrics.update(setting=name, supervision=supervision, steps=int(checkpoint.name.removeprefix("step-")))
+    write_json_atomic(result_file, metrics)
+    return metrics
+
+
+def curves_png(out: Path, names: list[str]) -> Path:
+    """Training loss and validation mIoU of every setting against the step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_loss, ax_miou) = plt.subplots(1, 2, figsize=(12, 4.5), dpi=110)
+    for name in names:
+        lines = (out / name / "run" / "metrics.jsonl").read_text().splitlines()
+        records = [json.loads(line) for line in lines if line.strip()]
+        loss = [(r["step"], r["loss"]) for r in records if "loss" in r]
+        miou = [(r["step"], r["val/miou"]) for r in records if r.get("val/miou") is not None]
+        if loss:
+            ax_loss.plot(*zip(*loss), label=name)
+        if miou:
+            ax_miou.plot(*zip(*miou), "o-", label=name)
+    ax_loss.set(xlabel="step", ylabel="training loss (each setting's own losses)", yscale="log")
+    ax_miou.set(xlabel="step", ylabel="val mIoU (%)")
+    for ax in (ax_loss, ax_miou):
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = out / "curves.png"
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def tables(results: list[dict], reference: str | None) -> str:
+    """Markdown: the summary per setting, then per-class IoU."""
+
+    def fmt(value) -> str:
+        return "-" if value is None else f"{value:.1f}"
+
+    ref = next((r["miou"] for r in results if r["setting"] == reference), None)
+    lines = [
+        "| setting | supervision | steps | mIoU | RayIoU | mIoU vs " + (reference or "-") + " |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        ratio = f"{100 * r['miou'] / ref:.0f}%" if ref else "-"
+        lines.append(
+            f"| {r['setting']} | {r['supervision']} | {r['steps']} | {fmt(r['miou'])} | "
+            f"{fmt(r.get('rayiou'))} | {ratio} |"
+        )
+    names = OCC3D_CLASSES[:17]
+    lines += ["", "| setting | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for r in results:
+        per_class = " | ".join(fmt(r["per_class_iou"].get(n)) for n in names)
+        lines.append(f"| {r['setting']} | {per_class} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--preset", default="r50-256x704")
+    parser.add_argument("--settings", nargs="+", default=["2d", "3d", "2d+3d"], choices=list(SETTINGS))
+    parser.add_argument("--train-scenes", type=int, default=40)
+    parser.add_argument("--val-scenes", type=int, default=6)
+    parser.add_argument("--frames", type=int, default=25, help="keyframes per scene")
+    parser.add_argument("--image-size", type=int, nargs=2, default=(450, 800), metavar=("H", "W"))
+    parser.add_argument("--iters", type=int, default=2000, help="training steps per setting")
+    parser.add_argument("--budget-s", type=float, default=480.0, help="wall-time cap of training per setting")
+    parser.add_argument("--val-every", type=int, default=250)
+    parser.add_argument("--val-samples", type=int, default=48, help="frames of the periodic validation")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    if args.train_scenes < 1 or args.val_scenes < 1 or args.frames < 2:
+        parser.error("need at least 1 training scene, 1 held-out scene and 2 frames per scene")
+
+    base = get_preset(args.preset)
+    args.out.mkdir(parents=True, exist_ok=True)
+    dataroot = make_data(args.out, args)
+    results = [run_setting(name, base, dataroot, args.out, args) for name in args.settings]
+    reference = "3d" if "3d" in args.settings else None
+    text = tables(results, reference)
+    (args.out / "study.json").write_text(json.dumps(results, indent=2))
+    (args.out / "study.md").write_text(text + "\n")
+    curves = curves_png(args.out, args.settings)
+    print(text)
+    print(f"\nwrote {args.out / 'study.json'}, {args.out / 'study.md'} and {curves}")
+
+
+if __name__ == "__main__":
+    main()

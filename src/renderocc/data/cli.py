@@ -1,0 +1,33 @@
+"""`renderocc prepare`: index a nuScenes-format dataset and build its per-image 2D labels."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from renderocc.core.classes import OCC3D_CLASSES
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataroot", required=True, help="holds VERSION/, samples/, lidarseg/, gts/")
+    parser.add_argument("--version", required=True, help="e.g. v1.0-trainval, v1.0-mini, v1.0-synthetic")
+    parser.add_argument("--out", default=None, help="index folder (default: DATAROOT/renderocc/VERSION)")
+    parser.add_argument(
+        "--workers", type=int, default=min(8, os.cpu_count() or 1), help="label processes (0: in-process)"
+    )
+    parser.add_argument("--no-gts", action="store_true", help="index without Occ3D voxel labels (gts/)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from renderocc.data.prepare import prepare
+
+    if args.workers < 0:
+        raise ValueError(f"--workers must be >= 0, got {args.workers}")
+    index = prepare(args.dataroot, args.version, out=args.out, workers=args.workers, with_gts=not args.no_gts)
+    total = max(int(index.class_counts.sum()), 1)
+    print(f"indexed {len(index)} keyframes ({', '.join(f'{k}: {len(v)}' for k, v in index.splits.items())})")
+    print("train 2D label pixels per class:")
+    for name, count in zip(OCC3D_CLASSES, index.class_counts):
+        print(f"  {name:22s} {int(count):>12d}  {100 * count / total:5.1f} %")
+    print(f"index written to {index.root}")
+    return 0

@@ -1,0 +1,59 @@
+"""Training rays from 2D labels: weighted sampling of labelled pixels and their rays in the key ego frame."""
+
+from __future__ import annotations
+
+import torch
+
+from renderocc.config import DataConfig
+from renderocc.core.classes import DYNAMIC_CLASSES, NUM_SEMANTIC
+
+
+def ray_weights(cls: torch.Tensor, is_key: torch.Tensor, cfg: DataConfig) -> torch.Tensor:
+    """Sampling weight of every candidate ray, float32 [P], from its class int64 [P] and frame bool [P].
+
+    weight = exp(t * (n_max / n_c - 1)) (class balance; n_c = candidate pixels of class c in this sample)
+    x 1.0 for key-frame rays, `neighbour_ray_weight` for neighbour rays, and 0 for neighbour rays of
+    dynamic classes, which moved since the neighbour frame was taken.
+    """
+    dynamic = torch.zeros(NUM_SEMANTIC, dtype=torch.bool)
+    dynamic[list(DYNAMIC_CLASSES)] = True
+    frame_w = torch.where(is_key, 1.0, cfg.neighbour_ray_weight)
+    frame_w = torch.where(~is_key & dynamic[cls], 0.0, frame_w)
+    counts = torch.bincount(cls[frame_w > 0], minlength=NUM_SEMANTIC).double()
+    balance = torch.exp(cfg.class_balance_temperature * (counts.max() / counts.clamp(min=1) - 1))
+    return (balance[cls] * frame_w).float()
+
+
+def weighted_sample(weights: torch.Tensor, k: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Indices of at most k draws without replacement, probability proportional to weights [P] (zero
+    weights never drawn). Efraimidis-Spirakis: the k smallest of Exp(1) / w, one vectorised top-k."""
+    positive = weights > 0
+    if int(positive.sum()) <= k:
+        return torch.nonzero(positive).squeeze(1)
+    # -log(U) ~ Exp(1); torch.rand is vectorised where exponential_ with a generator samples one by one.
+    keys = -torch.rand(weights.shape, generator=generator).log_() / weights
+    keys = torch.where(positive, keys, torch.inf)
+    return torch.topk(keys, k, largest=False, sorted=False).indices
+
+
+def camera_directions(uv: torch.Tensor, group: torch.Tensor, intrinsics: torch.Tensor) -> torch.Tensor:
+    """K^-1 [u, v, 1]: camera-frame directions with z = 1 (so |dir| turns z-depth into ray distance).
+
+    uv [P, 2] pixel coordinates, group [P] camera of each pixel, intrinsics [G, 3, 3] -> [P, 3].
+    """
+    uv1 = torch.cat([uv, torch.ones_like(uv[:, :1])], -1)
+    return torch.einsum("pij,pj->pi", torch.linalg.inv(intrinsics)[group], uv1)
+
+
+def labels_to_rays(
+    dirs: torch.Tensor, z_depth: torch.Tensor, group: torch.Tensor, cam2keyego: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Rays of labelled pixels in the key ego frame.
+
+    dirs [P, 3] from camera_directions, z_depth [P], group [P], cam2keyego [G, 4, 4] -> rays_o [P, 3],
+    unit rays_d [P, 3] and ray_depth [P], the metric distance along the ray to the LiDAR point.
+    """
+    norm = dirs.norm(dim=-1)
+    pose = cam2keyego[group]
+    rays_d = torch.einsum("pij,pj->pi", pose[:, :3, :3], dirs / norm[:, None])
+    return pose[:, :3, 3], rays_d, z_depth * norm

@@ -1,0 +1,92 @@
+"""`renderocc eval`: Occ3D mIoU and RayIoU of a checkpoint (all GPUs under torchrun) or of predictions."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+from renderocc.config import PRESETS, get_preset
+from renderocc.eval.miou import format_table
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="run directory or RUN/checkpoints/step-N")
+    source.add_argument("--pred", help="folder of <sample_token>.npz predictions (`semantics` uint8)")
+    parser.add_argument("--dataroot", required=True, help="dataset prepared by `renderocc prepare`")
+    parser.add_argument("--version", default=None, help="prepared nuScenes version (default: the only one)")
+    parser.add_argument("--index", default=None, help="prepared index (default: DATAROOT/renderocc/VERSION)")
+    parser.add_argument("--split", default="val", help="split of the index to score (default: val)")
+    parser.add_argument("--json", default=None, help="write the metrics here (atomically)")
+    parser.add_argument(
+        "--preset", default=None, help=f"override the checkpoint's preset: {', '.join(PRESETS)}"
+    )
+    parser.add_argument("--weights", default="ema", choices=("ema", "model"), help="EMA or raw weights")
+    parser.add_argument("--device", default=None, help="cpu, cuda (default: cuda when available)")
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--num-workers", type=int, default=2)
+    parser.add_argument("--max-samples", type=int, default=None, help="score only the first N frames")
+    parser.add_argument("--no-rayiou", action="store_true", help="voxel mIoU only")
+    parser.add_argument(
+        "--ray-window",
+        type=int,
+        default=0,
+        help="RayIoU also casts from N neighbouring keyframes' LiDAR origins",
+    )
+
+
+def report(result: dict) -> str:
+    """Per-class table and the headline numbers."""
+    lines = [format_table(result["per_class_iou"], "IoU")]
+    lines.append(f"mIoU {result['miou']:.2f} over {result['frames']} frames (camera mask)")
+    if "rayiou" in result:
+        per = ", ".join(f"{k[7:]} m {v:.2f}" for k, v in result.items() if k.startswith("rayiou@"))
+        lines.append(f"RayIoU {result['rayiou']:.2f} ({per})")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from renderocc.eval.evaluate import evaluate_model, evaluate_predictions, write_json_atomic
+    from renderocc.train_utils import distributed
+    from renderocc.train_utils.data import eval_loader, open_index
+
+    if args.max_samples is not None and args.max_samples <= 0:
+        raise ValueError(f"--max-samples must be positive, got {args.max_samples}")
+    preset = get_preset(args.preset) if args.preset else None
+    index = open_index(args.dataroot, args.version, args.index)
+    if args.split not in index.splits:
+        raise KeyError(f"unknown --split {args.split!r}; valid: {', '.join(index.splits)}")
+    if args.pred:
+        device = torch.device(args.device or "cpu")
+        result = evaluate_predictions(
+            args.pred, index, args.split, not args.no_rayiou, args.ray_window, args.max_samples, device
+        )
+        source, is_main = str(Path(args.pred).resolve()), True
+    else:
+        from renderocc.checkpoint import load_model, resolve_checkpoint
+
+        dist = distributed.setup(args.device)
+        checkpoint = resolve_checkpoint(args.checkpoint)
+        model, preset = load_model(checkpoint, preset, args.weights, dist.device)
+        loader = eval_loader(
+            index, preset.data, args.split, args.batch_size, args.num_workers, dist.rank, dist.world_size,
+            args.max_samples,
+        )  # fmt: skip
+        result = evaluate_model(
+            model, loader, preset, index, dist.device, not args.no_rayiou, args.ray_window,
+            amp=preset.train.amp, progress=dist.is_main,
+        )  # fmt: skip
+        source, is_main = str(checkpoint), dist.is_main
+        distributed.cleanup()
+    if not is_main:
+        return 0
+    result = {**result, "split": args.split, "source": source, "dataroot": str(index.dataroot)}
+    print(report(result))
+    if math.isnan(result["miou"]):
+        print("note: no class of 0..16 occurs in the ground truth or prediction of these frames")
+    if args.json:
+        print(f"metrics written to {write_json_atomic(args.json, result)}")
+    return 0

@@ -1,0 +1,177 @@
+"""`renderocc infer`: Occ3D-format occupancy (<sample_token>.npz, `semantics` uint8) from a checkpoint.
+
+Two inputs: a prepared dataset (`--dataroot`, every frame of a split), or one frame of six camera images
+in a folder (`--images DIR --calib calib.json`). The calibration file is JSON:
+
+    {"token": "frame-0001",                       (optional; default: the folder's name)
+     "cameras": {"CAM_FRONT": {"image": "CAM_FRONT.jpg",
+                               "intrinsics": [[fx, 0, cx], [0, fy, cy], [0, 0, 1]],
+                               "sensor2ego": [[...4x4 camera -> ego...]]},
+                 ... the six nuScenes cameras ...}}
+
+A single frame has no history: the previous frame the temporal model expects is the frame itself, as at
+the first keyframe of a scene. Predictions are written on the Occ3D label grid (0.4 m by default), so the
+coarse demo model's output is upsampled (nearest) to it, and `renderocc eval --pred` scores them as is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from renderocc.config import DataConfig, Preset
+from renderocc.core.grid import VoxelGrid
+from renderocc.data.batch import batch_to
+
+CAMERAS = ("CAM_FRONT_LEFT", "CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_BACK_RIGHT", "CAM_BACK", "CAM_BACK_LEFT")
+
+
+def _matrix(value, shape: tuple[int, int], where: str) -> np.ndarray:
+    array = np.asarray(value, dtype=np.float64)
+    if array.shape != shape or not np.isfinite(array).all():
+        raise ValueError(f"{where} must be a finite {shape[0]}x{shape[1]} matrix, got shape {array.shape}")
+    return array
+
+
+def images_batch(images_dir: str | Path, calib_path: str | Path, cfg: DataConfig, num_frames: int) -> dict:
+    """The model's input batch (B = 1) for one frame of six images and their calibration."""
+    from renderocc.data.augment import IMAGENET_MEAN, IMAGENET_STD, image_aug_matrix, warp_image
+    from renderocc.data.images import read_image
+
+    images_dir, calib_path = Path(images_dir), Path(calib_path)
+    if not images_dir.is_dir():
+        raise FileNotFoundError(f"--images {images_dir} is not a folder holding the six camera images")
+    try:
+        calib = json.loads(calib_path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"--calib {calib_path} not found; see `renderocc infer --help` for its format"
+        ) from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"--calib {calib_path} is not valid JSON ({err})") from None
+    cameras = calib.get("cameras", {})
+    missing = [c for c in CAMERAS if c not in cameras]
+    if missing:
+        raise ValueError(
+            f"{calib_path}: cameras lacks {', '.join(missing)}; give all of {', '.join(CAMERAS)}"
+        )
+    imgs, intrinsics, sensor2ego, img_aug = [], [], [], []
+    mean, std = (torch.from_numpy(v).view(3, 1, 1) for v in (IMAGENET_MEAN, IMAGENET_STD))
+    for cam in CAMERAS:
+        entry = cameras[cam]
+        where = f"{calib_path}: cameras.{cam}"
+        K = _matrix(entry.get("intrinsics"), (3, 3), f"{where}.intrinsics")
+        pose = _matrix(entry.get("sensor2ego"), (4, 4), f"{where}.sensor2ego")
+        path = images_dir / entry.get("image", f"{cam}.jpg")
+        img, decode_scale = read_image(path)
+        h0, w0 = round(img.shape[0] / decode_scale[1]), round(img.shape[1] / decode_scale[0])
+        aug, _ = image_aug_matrix((h0, w0), cfg.image_size, cfg, None)
+        pixels = torch.as_tensor(warp_image(img, aug, decode_scale, cfg.image_size), dtype=torch.float32)
+        imgs.append((pixels / 255.0 - mean) / std)  # [3, H, W], ImageNet-normalised as the data loader does
+        intrinsics.append(K), sensor2ego.append(pose), img_aug.append(aug)
+
+    def frames(values) -> torch.Tensor:  # [N, ...] -> [1, T, N, ...]; the history is the frame itself
+        t = (
+            values.float()
+            if torch.is_tensor(values)
+            else torch.from_numpy(np.asarray(values, dtype=np.float32))
+        )
+        return t[None, None].expand(1, num_frames, *t.shape).contiguous()
+
+    return {
+        "imgs": frames(torch.stack(imgs)),
+        "intrinsics": frames(np.stack(intrinsics)),
+        "img_aug": frames(np.stack(img_aug)),
+        "cam2ego": frames(np.stack(sensor2ego)),
+        "ego2keyego": torch.eye(4).expand(1, num_frames, 4, 4).contiguous(),
+        "sample_token": [str(calib.get("token", images_dir.name))],
+    }
+
+
+def write_prediction(out_dir: Path, token: str, semantics: torch.Tensor) -> Path:
+    """<out_dir>/<token>.npz with `semantics` uint8 [X, Y, Z], written atomically."""
+    path = out_dir / f"{token}.npz"
+    tmp = out_dir / f".{token}.tmp-{os.getpid()}.npz"
+    np.savez_compressed(tmp, semantics=semantics.cpu().numpy().astype(np.uint8))
+    os.replace(tmp, path)
+    return path
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, batch: dict, preset: Preset, out_grid: VoxelGrid, device: torch.device):
+    """Occ3D labels uint8 [B, *out_grid.shape] of a batch."""
+    from renderocc.eval.miou import resample_labels
+    from renderocc.models import occupancy_readout
+
+    batch = batch_to(batch, device)
+    with torch.autocast(
+        device.type, dtype=torch.bfloat16, enabled=preset.train.amp and device.type == "cuda"
+    ):
+        out = model(batch)
+    labels = occupancy_readout(
+        out["density"].float(), out["semantics"].float(), preset.loss.occupancy_threshold
+    )
+    return resample_labels(labels, preset.grid, out_grid)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, help="run directory or RUN/checkpoints/step-N")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--dataroot", help="dataset prepared by `renderocc prepare`")
+    source.add_argument("--images", help="folder of one frame's six camera images (needs --calib)")
+    parser.add_argument("--calib", help="calibration JSON for --images (intrinsics, sensor2ego per camera)")
+    parser.add_argument("--version", default=None, help="prepared nuScenes version (default: the only one)")
+    parser.add_argument("--index", default=None, help="prepared index (default: DATAROOT/renderocc/VERSION)")
+    parser.add_argument("--split", default="val", help="split of the index to predict (default: val)")
+    parser.add_argument("--out", required=True, help="folder for <sample_token>.npz")
+    parser.add_argument("--voxel-size", type=float, default=0.4, help="output grid voxel (Occ3D: 0.4 m)")
+    parser.add_argument("--weights", default="ema", choices=("ema", "model"))
+    parser.add_argument("--device", default=None, help="cpu, cuda (default: cuda when available)")
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--num-workers", type=int, default=2)
+    parser.add_argument("--max-samples", type=int, default=None, help="only the first N frames of the split")
+
+
+def run(args: argparse.Namespace) -> int:
+    from renderocc.checkpoint import load_model
+
+    if args.images and not args.calib:
+        raise ValueError("--images needs --calib calib.json (intrinsics and sensor2ego of the six cameras)")
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model, preset = load_model(args.checkpoint, which=args.weights, device=device)
+    out_grid = VoxelGrid(preset.grid.lower, preset.grid.upper, args.voxel_size)
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if args.images:
+        batch = images_batch(args.images, args.calib, preset.data, model.num_frames)
+        path = write_prediction(
+            out_dir, batch["sample_token"][0], predict(model, batch, preset, out_grid, device)[0]
+        )
+        print(f"prediction written to {path}")
+        return 0
+
+    from renderocc.train_utils.data import eval_loader, open_index
+
+    index = open_index(args.dataroot, args.version, args.index)
+    if args.split not in index.splits:
+        raise KeyError(f"unknown --split {args.split!r}; valid: {', '.join(index.splits)}")
+    loader = eval_loader(
+        index, preset.data, args.split, args.batch_size, args.num_workers, max_samples=args.max_samples,
+        with_gts=False,
+    )  # fmt: skip
+    count = 0
+    for batch in tqdm(
+        loader, desc="infer", unit="batch", total=math.ceil(len(loader.dataset) / args.batch_size)
+    ):
+        for token, labels in zip(batch["sample_token"], predict(model, batch, preset, out_grid, device)):
+            write_prediction(out_dir, token, labels)
+            count += 1
+    print(f"{count} predictions ({'x'.join(map(str, out_grid.shape))}, uint8) written to {out_dir}")
+    return 0

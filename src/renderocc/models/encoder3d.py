@@ -1,0 +1,81 @@
+"""3D voxel encoder: a 3D ResNet (strides 1-2-2) and a 3D FPN back to full resolution, then a 3x3x3 conv."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def conv3d_bn_relu(
+    in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1
+) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv3d(in_channels, out_channels, kernel_size, stride, padding=kernel_size // 2, bias=False),
+        nn.BatchNorm3d(out_channels),
+        nn.ReLU(inplace=True),
+    )
+
+
+class BasicBlock3d(nn.Module):
+    """ResNet basic block in 3D: two 3x3x3 convs with a (projected when needed) identity shortcut."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = conv3d_bn_relu(in_channels, out_channels, 3, stride)
+        self.conv2 = nn.Sequential(
+            nn.Conv3d(out_channels, out_channels, 3, padding=1, bias=False), nn.BatchNorm3d(out_channels)
+        )
+        self.shortcut = (
+            nn.Identity()
+            if stride == 1 and in_channels == out_channels
+            else nn.Sequential(
+                nn.Conv3d(in_channels, out_channels, 1, stride, bias=False), nn.BatchNorm3d(out_channels)
+            )
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.conv2(self.conv1(x)) + self.shortcut(x), inplace=True)
+
+
+class Encoder3d(nn.Module):
+    """[B, Cin, X, Y, Z] -> [B, out_channels, X, Y, Z].
+
+    Stages (channels[i], layers[i], stride 1/2/2); the FPN upsamples the coarser stages to the first stage's
+    size, concatenates and projects with a 1x1x1 conv; a 3x3x3 conv finishes.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        channels: tuple[int, ...],
+        layers: tuple[int, ...],
+        out_channels: int,
+        strides: tuple[int, ...] = (1, 2, 2),
+    ) -> None:
+        super().__init__()
+        if not len(channels) == len(layers) == len(strides):
+            raise ValueError(
+                f"model.encoder_channels {channels} and model.encoder_layers {layers} "
+                f"need {len(strides)} entries each"
+            )
+        stages = []
+        for stage_channels, count, stride in zip(channels, layers, strides):
+            blocks = [BasicBlock3d(in_channels, stage_channels, stride)]
+            blocks += [BasicBlock3d(stage_channels, stage_channels) for _ in range(count - 1)]
+            stages.append(nn.Sequential(*blocks))
+            in_channels = stage_channels
+        self.stages = nn.ModuleList(stages)
+        self.fpn = conv3d_bn_relu(sum(channels), out_channels, kernel_size=1)
+        self.out = conv3d_bn_relu(out_channels, out_channels, kernel_size=3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = []
+        for stage in self.stages:
+            x = stage(x)
+            features.append(x)
+        size = features[0].shape[-3:]
+        pyramid = [features[0]] + [
+            F.interpolate(f, size=size, mode="trilinear", align_corners=False) for f in features[1:]
+        ]
+        return self.out(self.fpn(torch.cat(pyramid, 1)))

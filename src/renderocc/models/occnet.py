@@ -1,0 +1,114 @@
+"""The occupancy network: multi-camera, multi-frame images -> per-voxel density and semantic logits."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from renderocc.config import ModelConfig, Preset, get_preset
+from renderocc.core.grid import VoxelGrid
+from renderocc.models.backbone import create_backbone
+from renderocc.models.encoder3d import Encoder3d
+from renderocc.models.heads import VoxelHeads
+from renderocc.models.neck import FPNNeck
+from renderocc.models.temporal import TemporalFusion
+from renderocc.models.view_transformer import ViewTransformer
+
+
+class OccupancyNet(nn.Module):
+    """BEVStereo4D-style occupancy network.
+
+    images -> timm backbone (strides 16, 32) -> FPN neck -> camera-aware depth + context (+ stereo with the
+    previous frame) -> LSS voxel pooling per frame -> temporal alignment + concatenation -> 3D ResNet/FPN
+    -> per-voxel density and semantics.
+
+    Built from a Preset (grid, image size and frame count taken from it) or from a ModelConfig plus those.
+    """
+
+    def __init__(
+        self,
+        config: Preset | ModelConfig,
+        grid: VoxelGrid | None = None,
+        image_size: tuple[int, int] | None = None,
+        num_frames: int | None = None,
+    ) -> None:
+        super().__init__()
+        if isinstance(config, Preset):
+            cfg = config.model
+            grid = grid or config.grid
+            image_size = image_size or config.data.image_size
+            num_frames = num_frames or 1 + config.data.prev_frames
+        else:
+            cfg = config
+            if grid is None or image_size is None:
+                raise ValueError(
+                    "OccupancyNet: with a ModelConfig, pass grid and image_size too (or a Preset)"
+                )
+            num_frames = num_frames or 1
+        if image_size[0] % 16 or image_size[1] % 16:
+            raise ValueError(
+                f"data.image_size {tuple(image_size)} must be multiples of 16 (the feature stride)"
+            )
+        self.cfg, self.grid, self.image_size, self.num_frames = cfg, grid, tuple(image_size), num_frames
+
+        self.backbone = create_backbone(
+            cfg.backbone, cfg.pretrained, cfg.backbone_checkpoint, self.image_size
+        )
+        if cfg.grad_checkpointing:
+            self.backbone.model.set_grad_checkpointing(True)
+        self.neck = FPNNeck(self.backbone.channels, cfg.neck_channels)
+        self.view_transformer = ViewTransformer(
+            cfg.neck_channels,
+            cfg.depth_net_channels,
+            cfg.voxel_channels,
+            cfg.depth_bins,
+            grid,
+            self.image_size,
+            stereo=cfg.stereo and num_frames > 1,
+            stereo_channels=cfg.stereo_channels,
+            prev_frame_grad=cfg.prev_frame_grad,
+        )
+        self.temporal = TemporalFusion(grid)
+        self.encoder = Encoder3d(
+            cfg.voxel_channels * num_frames, cfg.encoder_channels, cfg.encoder_layers, cfg.voxel_channels
+        )
+        self.heads = VoxelHeads(cfg.voxel_channels, cfg.head_hidden, cfg.num_classes)
+
+    def image_features(self, images: torch.Tensor) -> torch.Tensor:
+        """images [S, 3, H, W] -> neck features [S, neck_channels, H/16, W/16]."""
+        return self.neck(*self.backbone(images))
+
+    def forward(self, batch: dict) -> dict[str, torch.Tensor]:
+        """batch (see renderocc.data.batch) -> dict:
+
+        density [B, X, Y, Z] fp32 >= 0, semantics [B, X, Y, Z, K] fp32 channel-last,
+        depth_logits [B, N, D, h, w] (key frame, for `depth_loss`).
+        """
+        imgs = batch["imgs"]
+        B, T, N, _, H, W = imgs.shape
+        if (H, W) != self.image_size or T < self.num_frames:
+            raise ValueError(
+                f"batch['imgs']: got {T} frames of {H}x{W}, the model needs {self.num_frames} frames of "
+                f"{self.image_size[0]}x{self.image_size[1]} (the preset's data.image_size / data.prev_frames)"
+            )
+        T = self.num_frames
+        key = self.image_features(imgs[:, 0].flatten(0, 1))
+        features = [key.view(B, 1, N, *key.shape[1:])]
+        if T > 1:  # history frames: no gradients unless asked (saves most of the backbone's memory)
+            with torch.set_grad_enabled(torch.is_grad_enabled() and self.cfg.prev_frame_grad):
+                history = self.image_features(imgs[:, 1:T].flatten(0, 2))
+            features.append(history.view(B, T - 1, N, *history.shape[1:]))
+        features = torch.cat(features, 1)  # [B, T, N, C, h, w]
+        volumes, depth_logits = self.view_transformer(features, batch)
+        fused = self.temporal(volumes, batch["ego2keyego"][:, :T])
+        density, semantics = self.heads(self.encoder(fused))
+        return {"density": density.float(), "semantics": semantics.float(), "depth_logits": depth_logits}
+
+    def depth_loss(self, outputs: dict[str, torch.Tensor], batch: dict) -> torch.Tensor:
+        """Unweighted LiDAR depth loss of the key frame's depth distribution (scale by loss.lidar_depth)."""
+        return self.view_transformer.depth_loss(outputs["depth_logits"], batch["depth_map"])
+
+
+def build_model(preset: Preset | str) -> OccupancyNet:
+    """The network of a preset (by name or object)."""
+    return OccupancyNet(get_preset(preset) if isinstance(preset, str) else preset)

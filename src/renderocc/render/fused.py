@@ -1,0 +1,125 @@
+"""Fused volume renderer for CUDA: the Triton kernels of `kernels` wrapped in a torch.autograd.Function.
+
+Rays get no gradient; density and semantics get theirs from the backward kernel's atomic adds.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from renderocc.core.grid import VoxelGrid
+from renderocc.render.output import RenderOutput
+
+try:
+    import triton
+
+    from renderocc.render.kernels import render_bwd_kernel, render_fwd_kernel
+except ImportError:  # CPU-only installs: the reference renderer is used
+    triton = None
+
+# Rays per program and warps: one warp per ray was the fastest of 1..4 rays x 1..4 warps on an H100
+# (benchmarks/render.py --sweep): no layout shuffles, and no program waits for a longer ray.
+BLOCK_RAYS = 1
+NUM_WARPS = 1
+
+
+def triton_available() -> bool:
+    """Whether the fused kernels can be compiled (triton importable)."""
+    return triton is not None
+
+
+def _launch_args(grid: VoxelGrid, step_size: float, density_shift: float, skip_threshold: float) -> tuple:
+    nx, ny, nz = grid.shape
+    lox, loy, loz = (float(v) for v in grid.lower)
+    return (
+        nx,
+        ny,
+        nz,
+        lox,
+        loy,
+        loz,
+        float(grid.voxel_size),
+        float(step_size),
+        float(density_shift),
+        float(skip_threshold),
+    )
+
+
+class _FusedRender(torch.autograd.Function):
+    """Autograd wrapper of the two kernels; float32 contiguous inputs, rays already intersected."""
+
+    @staticmethod
+    def forward(ctx, density, semantics, rays_o, rays_d, t_near, num_samples, geometry):
+        b, r = t_near.shape
+        c = semantics.shape[-1]
+        depth = torch.empty(b, r, device=density.device, dtype=torch.float32)
+        sem = torch.empty(b, r, c, device=density.device, dtype=torch.float32)
+        opacity = torch.empty_like(depth)
+        distortion = torch.empty_like(depth)
+        launch = (triton.cdiv(r, BLOCK_RAYS), b)
+        render_fwd_kernel[launch](
+            density, semantics, rays_o, rays_d, t_near, num_samples,
+            depth, sem, opacity, distortion, r, c, *geometry,
+            BLOCK_R=BLOCK_RAYS, BLOCK_C=triton.next_power_of_2(c), num_warps=NUM_WARPS,
+        )  # fmt: skip
+        ctx.geometry = geometry
+        ctx.save_for_backward(
+            density, semantics, rays_o, rays_d, t_near, num_samples, depth, sem, opacity, distortion
+        )
+        return depth, sem, opacity, distortion
+
+    @staticmethod
+    def backward(ctx, g_depth, g_sem, g_opacity, g_distortion):
+        density, semantics, rays_o, rays_d, t_near, num_samples, depth, sem, opacity, distortion = (
+            ctx.saved_tensors
+        )
+        b, r = t_near.shape
+        c = semantics.shape[-1]
+        grads = [
+            torch.zeros_like(ref) if g is None else g.float().contiguous()
+            for g, ref in ((g_depth, depth), (g_sem, sem), (g_opacity, opacity), (g_distortion, distortion))
+        ]
+        grad_density = torch.zeros_like(density)
+        grad_semantics = torch.zeros_like(semantics)
+        launch = (triton.cdiv(r, BLOCK_RAYS), b)
+        render_bwd_kernel[launch](
+            density, semantics, rays_o, rays_d, t_near, num_samples,
+            depth, sem, opacity, distortion, *grads, grad_density, grad_semantics, r, c, *ctx.geometry,
+            BLOCK_R=BLOCK_RAYS, BLOCK_C=triton.next_power_of_2(c), num_warps=NUM_WARPS,
+        )  # fmt: skip
+        return grad_density, grad_semantics, None, None, None, None, None
+
+
+def render_fused(
+    density: torch.Tensor,
+    semantics: torch.Tensor,
+    rays_o: torch.Tensor,
+    rays_d: torch.Tensor,
+    t_near: torch.Tensor,
+    num_samples: torch.Tensor,
+    grid: VoxelGrid,
+    step_size: float,
+    density_shift: float,
+    skip_threshold: float,
+) -> RenderOutput:
+    """Fused renderer on validated inputs (see `volume_render`); t_near [B, R], num_samples int32 [B, R].
+
+    Inputs are computed in float32 and gradients returned in the inputs' dtype.
+    """
+    if triton is None:
+        raise RuntimeError("volume_render: implementation='triton' needs the triton package; use 'torch'")
+    if (density.numel() * semantics.shape[-1]) >= 2**31:
+        raise ValueError(
+            "volume_render: semantics has 2**31 or more elements (int32 offsets); split the batch"
+        )
+    geometry = _launch_args(grid, step_size, density_shift, skip_threshold)
+    depth, sem, opacity, distortion = _FusedRender.apply(
+        density.float().contiguous(),
+        semantics.float().contiguous(),
+        rays_o.float().contiguous(),
+        rays_d.float().contiguous(),
+        t_near.float().contiguous(),
+        num_samples.to(torch.int32).contiguous(),
+        geometry,
+    )
+    return RenderOutput(depth=depth, semantics=sem, opacity=opacity, distortion=distortion)

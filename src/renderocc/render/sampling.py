@@ -1,0 +1,93 @@
+"""Ray-box intersection and the sample layout shared by every renderer implementation.
+
+Samples of a ray lie at t_k = t_near + (k + 0.5) * step_size for k = 0 .. n_samples - 1, where
+[t_near, t_far] is the ray's intersection with the grid box (t_near clipped to 0, so a ray starting
+inside the box begins at its origin) and n_samples counts the t_k that fall before t_far. Both
+implementations take (t_near, n_samples) from here, so they visit exactly the same points.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from renderocc.core.grid import VoxelGrid
+
+
+@functools.lru_cache(maxsize=16)
+def _box(grid: VoxelGrid, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """The grid's lower and upper corners on a device, made once: a host-to-device copy per call would
+    make every render wait for the GPU."""
+    return grid.lower_tensor(device, dtype), grid.upper_tensor(device, dtype)
+
+
+def ray_box_intersection(
+    rays_o: torch.Tensor, rays_d: torch.Tensor, grid: VoxelGrid
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Slab test of rays against the grid box.
+
+    rays_o, rays_d [..., 3] -> (t_near [...], t_far [...]) with t_near >= 0. Rays that miss the box,
+    or whose box segment lies behind the origin, get t_far <= t_near. A direction component of exactly
+    zero (a ray parallel to a pair of faces) constrains nothing when the origin lies between those faces
+    and misses the box otherwise.
+    """
+    lo, hi = _box(grid, rays_o.device, rays_o.dtype)
+    parallel = rays_d == 0
+    safe_d = torch.where(parallel, torch.ones_like(rays_d), rays_d)
+    t_lo = (lo - rays_o) / safe_d
+    t_hi = (hi - rays_o) / safe_d
+    inside_slab = (rays_o >= lo) & (rays_o <= hi)
+    inf = torch.full_like(t_lo, float("inf"))
+    t_enter = torch.where(parallel, torch.where(inside_slab, -inf, inf), torch.minimum(t_lo, t_hi))
+    t_exit = torch.where(parallel, torch.where(inside_slab, inf, -inf), torch.maximum(t_lo, t_hi))
+    t_near = t_enter.amax(-1).clamp_min(0.0)
+    t_far = t_exit.amin(-1)
+    return t_near, t_far
+
+
+def sample_counts(t_near: torch.Tensor, t_far: torch.Tensor, step_size: float) -> torch.Tensor:
+    """Number of samples t_near + (k + 0.5) * step_size that fall before t_far; int32 [...], 0 on a miss."""
+    span = (t_far - t_near).clamp_min(0.0)
+    return torch.ceil(span / step_size - 0.5).clamp_min(0).to(torch.int32)
+
+
+def sample_positions(
+    rays_o: torch.Tensor, rays_d: torch.Tensor, t_near: torch.Tensor, num_samples: int, step_size: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first `num_samples` sample points of each ray.
+
+    rays_o, rays_d [..., 3], t_near [...] -> (t [..., K], points [..., K, 3]) with K = num_samples.
+    """
+    k = torch.arange(num_samples, device=rays_o.device, dtype=rays_o.dtype)
+    t = t_near.unsqueeze(-1) + (k + 0.5) * step_size
+    points = rays_o.unsqueeze(-2) + t.unsqueeze(-1) * rays_d.unsqueeze(-2)
+    return t, points
+
+
+def trilinear_corners(points: torch.Tensor, grid: VoxelGrid) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flat voxel indices and weights of the 8 voxel centres around each point.
+
+    Values live at voxel centres; a point's continuous index u = (p - lower) / voxel_size - 0.5 is clamped
+    to [0, n - 1] per axis, so points in the outer half voxel take the border value (clamp-to-edge).
+    points [..., 3] -> (index int64 [..., 8] into a [X * Y * Z] flattening, weight [..., 8]); corner
+    j has offset (j >> 2 & 1, j >> 1 & 1, j & 1) in (x, y, z).
+    """
+    shape = torch.tensor(grid.shape, device=points.device)
+    lo = grid.lower_tensor(points.device, points.dtype)
+    u = (points - lo) / grid.voxel_size - 0.5
+    u = torch.minimum(u.clamp_min(0.0), (shape - 1).to(points.dtype))
+    i0 = torch.minimum(torch.floor(u).long(), shape - 1)
+    i1 = torch.minimum(i0 + 1, shape - 1)
+    f1 = u - i0.to(points.dtype)
+    f0 = 1.0 - f1
+    _, ny, nz = grid.shape
+    index = []
+    weight = []
+    for j in range(8):
+        bits = ((j >> 2) & 1, (j >> 1) & 1, j & 1)
+        ix, iy, iz = (i1[..., a] if b else i0[..., a] for a, b in enumerate(bits))
+        wx, wy, wz = (f1[..., a] if b else f0[..., a] for a, b in enumerate(bits))
+        index.append((ix * ny + iy) * nz + iz)
+        weight.append(wx * wy * wz)
+    return torch.stack(index, -1), torch.stack(weight, -1)

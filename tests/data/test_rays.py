@@ -1,0 +1,54 @@
+"""Ray weights follow the spec's policy; sampling is weighted and without replacement; ray depth is metric."""
+
+import numpy as np
+import pytest
+import torch
+
+from renderocc.config import DataConfig
+from renderocc.core.camera import project
+from renderocc.core.transforms import make_pose, transform_points
+from renderocc.data.rays import camera_directions, labels_to_rays, ray_weights, weighted_sample
+
+
+def test_weights_class_balance_and_frames() -> None:
+    cfg = DataConfig()
+    cls = torch.tensor([11] * 90 + [15] * 10 + [4] * 5 + [15] * 5)
+    is_key = torch.tensor([True] * 105 + [False] * 5)
+    w = ray_weights(cls, is_key, cfg)
+    assert w[0] == pytest.approx(1.0)  # the most frequent class
+    assert w[90] == pytest.approx(np.exp(0.005 * (90 / 15 - 1)))
+    assert w[100] == pytest.approx(np.exp(0.005 * (90 / 5 - 1)))
+    assert w[105] == pytest.approx(0.3 * np.exp(0.005 * (90 / 15 - 1)))
+    cls_dynamic = cls.clone()
+    cls_dynamic[105:] = 4  # neighbour-frame cars moved since: never drawn, nor counted
+    w = ray_weights(cls_dynamic, is_key, cfg)
+    assert (w[105:] == 0).all() and w[100] == pytest.approx(np.exp(0.005 * (90 / 5 - 1)))
+
+
+def test_weighted_sample_without_replacement() -> None:
+    gen = torch.Generator().manual_seed(0)
+    weights = torch.tensor([1.0, 0.0, 3.0, 2.0, 0.0, 4.0])
+    picked = weighted_sample(weights, 3, gen)
+    assert len(picked) == 3 and len(set(picked.tolist())) == 3 and not {1, 4} & set(picked.tolist())
+    assert sorted(weighted_sample(weights, 10, gen).tolist()) == [0, 2, 3, 5]
+    first = torch.stack([weighted_sample(torch.tensor([1.0, 3.0]), 1, gen) for _ in range(4000)])
+    assert (first == 1).float().mean().item() == pytest.approx(0.75, abs=0.03)
+
+
+def test_ray_reaches_the_labelled_point() -> None:
+    K = torch.tensor(
+        [[[500.0, 0, 352], [0, 500.0, 128], [0, 0, 1]], [[300.0, 0, 200], [0, 320.0, 100], [0, 0, 1]]]
+    )
+    poses = [
+        make_pose([0.5, -0.5, 0.5, -0.5], [1.5, 0.2, 1.6]),
+        make_pose([0.5, 0.5, -0.5, 0.5], [-1, 0, 1.6]),
+    ]
+    cam2ego = torch.from_numpy(np.stack(poses)).float()
+    points_ego = torch.tensor([[10.0, 2.0, 0.5], [30.0, -4.0, 2.0], [-5.0, 0.5, -1.0]])
+    group = torch.tensor([0, 0, 1])
+    points_cam = transform_points(torch.linalg.inv(cam2ego)[group], points_ego[:, None])[:, 0]
+    uv, z = project(points_cam[:, None], K[group])
+    dirs = camera_directions(uv[:, 0], group, K)
+    rays_o, rays_d, depth = labels_to_rays(dirs, z[:, 0], group, cam2ego)
+    torch.testing.assert_close(rays_d.norm(dim=-1), torch.ones(3))
+    torch.testing.assert_close(rays_o + depth[:, None] * rays_d, points_ego, atol=1e-4, rtol=0)

@@ -1,0 +1,30 @@
+"""Per-voxel heads and the occupancy read-out."""
+
+import torch
+
+from renderocc.core.classes import FREE
+from renderocc.models.heads import VoxelHeads, occupancy_readout
+
+
+def test_readout_thresholds_density_and_takes_argmax():
+    density = torch.tensor([[[[8.4, 8.5, 8.6, 100.0]]]])  # [1, 1, 1, 4]
+    semantics = torch.zeros(1, 1, 1, 4, 17)
+    semantics[..., 0, 3] = 1.0
+    semantics[..., 2, 11] = 5.0
+    semantics[..., 3, 16] = 2.0
+    labels = occupancy_readout(density, semantics)
+    assert labels.dtype == torch.uint8
+    assert labels.flatten().tolist() == [FREE, FREE, 11, 16]  # 8.5 itself is free: strictly greater
+    assert occupancy_readout(density, semantics, threshold=0.0).flatten().tolist() == [3, 0, 11, 16]
+
+
+def test_heads_are_channel_last_and_density_nonnegative():
+    heads = VoxelHeads(8, 16, 17)
+    features = torch.randn(2, 8, 5, 4, 3) * 10
+    density, semantics = heads(features)
+    assert density.shape == (2, 5, 4, 3) and semantics.shape == (2, 5, 4, 3, 17)
+    assert semantics.is_contiguous() and (density >= 0).all()
+    # voxel (1, 2, 3, 1) depends only on its own feature vector
+    single_density, single_semantics = heads(features[1:2, :, 2:3, 3:4, 1:2])
+    torch.testing.assert_close(single_semantics[0, 0, 0, 0], semantics[1, 2, 3, 1])
+    torch.testing.assert_close(single_density[0, 0, 0, 0], density[1, 2, 3, 1])

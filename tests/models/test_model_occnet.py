@@ -1,0 +1,95 @@
+"""The whole network: output shapes per preset, gradients, autocast, the LiDAR depth loss."""
+
+import pytest
+import torch
+from model_fixtures import SMALL_GRID, make_batch
+
+from renderocc.config import get_preset
+from renderocc.models.occnet import OccupancyNet, build_model
+
+SMALL_IMAGES = dict(image_size=(64, 176))
+
+
+def small(name: str, **model):
+    """A preset at 64 x 176 images over a 20 x 20 x 8 grid; model fields as given."""
+    return get_preset(name).replace(grid=SMALL_GRID, data=SMALL_IMAGES, model=model)
+
+
+@pytest.mark.parametrize(
+    "preset",
+    [
+        get_preset("demo").replace(data=SMALL_IMAGES),
+        small("r50-256x704"),
+        small("swinb-512x1408", neck_channels=128),
+    ],
+    ids=["demo", "r50-256x704", "swinb-512x1408"],
+)
+def test_output_shapes_per_preset(preset):
+    model = build_model(preset).eval()
+    batch = make_batch(preset, batch_size=2)
+    with torch.no_grad():
+        out = model(batch)
+    X, Y, Z = preset.grid.shape
+    D = round((preset.model.depth_bins[1] - preset.model.depth_bins[0]) / preset.model.depth_bins[2])
+    assert out["density"].shape == (2, X, Y, Z) and out["density"].dtype == torch.float32
+    assert out["semantics"].shape == (2, X, Y, Z, 17) and out["semantics"].is_contiguous()
+    assert out["depth_logits"].shape == (2, 6, D, 4, 11)
+    assert (out["density"] >= 0).all() and torch.isfinite(out["semantics"]).all()
+
+
+def test_backward_reaches_backbone_and_stereo():
+    preset = small(
+        "r50-256x704", backbone="resnet18", neck_channels=32, depth_net_channels=32, grad_checkpointing=True
+    )
+    model = build_model(preset)
+    assert model.view_transformer.stereo is not None
+    batch = make_batch(preset)
+    out = model(batch)
+    loss = out["density"].mean() + out["semantics"].logsumexp(-1).mean() + model.depth_loss(out, batch)
+    loss.backward()
+    for name in (
+        "backbone.model.conv1.weight",
+        "neck.lateral4.weight",
+        "view_transformer.stereo.refine.1.weight",
+        "encoder.stages.0.0.conv1.0.weight",
+        "heads.density.2.weight",
+    ):
+        grad = model.get_parameter(name).grad
+        assert grad is not None and grad.abs().sum() > 0, name
+
+
+def test_bf16_autocast_runs_and_returns_fp32():
+    preset = get_preset("demo").replace(grid=SMALL_GRID, data=SMALL_IMAGES)
+    model = build_model(preset)
+    batch = make_batch(preset)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(batch)
+        loss = out["density"].mean() + out["semantics"].mean() + model.depth_loss(out, batch)
+    loss.backward()
+    assert out["density"].dtype == torch.float32 and torch.isfinite(loss)
+
+
+def test_depth_loss_rewards_the_lidar_bin():
+    preset = get_preset("demo").replace(data=SMALL_IMAGES)  # bins 1, 2, ..., 44 m
+    model = build_model(preset)
+    depth_map = torch.zeros(1, 6, 64, 176)
+    depth_map[0, 2, 17, 40] = 12.2  # feature cell (1, 2) of camera 2: nearest bin 12 m = index 11
+    depth_map[0, 2, 18, 41] = 30.0  # same cell, farther: min-pooling keeps the nearest return
+    depth_map[0, 4, 0, 0] = 80.0  # beyond the bins: ignored
+    logits = torch.zeros(1, 6, 44, 4, 11)
+    uniform = model.view_transformer.depth_loss(logits, depth_map)
+    torch.testing.assert_close(uniform, torch.log(torch.tensor(44.0)))
+    logits[0, 2, 11, 1, 2] = 20.0
+    assert model.view_transformer.depth_loss(logits, depth_map) < 1e-6
+    logits[0, 2, 11, 1, 2], logits[0, 2, 29, 1, 2] = 0.0, 20.0  # confident in the far return: penalised
+    assert model.view_transformer.depth_loss(logits, depth_map) > 10
+
+
+def test_bad_inputs_are_named():
+    preset = get_preset("demo").replace(grid=SMALL_GRID, data=SMALL_IMAGES)
+    with pytest.raises(ValueError, match="image_size"):
+        OccupancyNet(preset.replace(data=dict(image_size=(60, 176))))
+    model = build_model(preset)
+    batch = make_batch(preset.replace(data=dict(image_size=(64, 192))))
+    with pytest.raises(ValueError, match="batch\\['imgs'\\]"):
+        model(batch)

@@ -1,0 +1,43 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from renderocc.core.grid import VoxelGrid
+from renderocc.render import volume_render
+
+triton = pytest.importorskip("triton")
+
+
+def test_fused_matches_reference_under_interpreter():
+    """Forward and backward of the Triton kernels, run by the Triton interpreter on the CPU.
+
+    In a subprocess: TRITON_INTERPRET must be set before triton is imported, and must not leak into
+    the other tests of this session.
+    """
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    src = str(Path(__file__).parents[2] / "src")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
+    script = Path(__file__).with_name("render_fused_check.py")
+    proc = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.count(" ok") == 4, proc.stdout
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only error")
+def test_triton_on_cpu_without_interpreter_is_refused():
+    grid = VoxelGrid(lower=(0.0, 0.0, 0.0), upper=(1.0, 1.0, 1.0), voxel_size=0.5)
+    rays = torch.zeros(1, 1, 3)
+    with pytest.raises(ValueError, match="needs CUDA"):
+        volume_render(
+            torch.zeros(1, 2, 2, 2),
+            torch.zeros(1, 2, 2, 2, 3),
+            rays,
+            rays,
+            grid,
+            0.1,
+            implementation="triton",
+        )

@@ -1,0 +1,140 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from renderocc.config import LossConfig
+from renderocc.core.classes import FREE
+from renderocc.core.grid import VoxelGrid
+from renderocc.render import RenderOutput
+from renderocc.render.losses import (
+    class_weights_from_counts,
+    rendering_losses,
+    silog_loss,
+    transmittance_entropy,
+)
+from renderocc.render.voxel_losses import pool_voxel_labels, voxel_losses
+
+
+def test_class_weights_are_inverse_log_counts():
+    weights = class_weights_from_counts([1e6, 1e3, 0.0])
+    torch.testing.assert_close(weights, torch.tensor([1 / math.log(1e6), 1 / math.log(1e3), 1.0]))
+    assert weights[1] > weights[0]  # the rarer class weighs more
+    with pytest.raises(ValueError, match="non-negative"):
+        class_weights_from_counts([1.0, -2.0])
+    with pytest.raises(ValueError, match="1-D"):
+        class_weights_from_counts(torch.ones(2, 3))
+
+
+def test_silog_is_scale_invariant_up_to_the_variance_focus():
+    target = torch.rand(100) * 40 + 1
+    assert silog_loss(target - 1e-3, target) < 1e-3
+    # a global scale s leaves only (1 - lambda) of the log offset: sqrt(1 - 0.85) * |log s|
+    expected = math.sqrt(0.15) * math.log(2.0)
+    torch.testing.assert_close(
+        silog_loss(2 * target - 1e-3, target), torch.tensor(expected), rtol=1e-4, atol=0
+    )
+    noisy = target * torch.exp(0.6 * torch.randn(100))  # per-ray errors are not forgiven: ~0.6 > 0.27
+    assert silog_loss(noisy, target) > silog_loss(2 * target, target)
+
+
+def test_transmittance_entropy_favours_binary_rays():
+    h = transmittance_entropy(torch.tensor([0.0, 0.5, 1.0]))
+    assert h[1] == pytest.approx(math.log(2), rel=1e-5)
+    assert h[0] < 1e-4 and h[2] < 1e-4
+
+
+def fake_render(batch: int = 2, rays: int = 5, classes: int = 4, seed: int = 0) -> tuple[RenderOutput, dict]:
+    g = torch.Generator().manual_seed(seed)
+    out = RenderOutput(
+        depth=(torch.rand(batch, rays, generator=g) * 30 + 1).requires_grad_(),
+        semantics=torch.randn(batch, rays, classes, generator=g).requires_grad_(),
+        opacity=torch.rand(batch, rays, generator=g).requires_grad_(),
+        distortion=torch.rand(batch, rays, generator=g).requires_grad_(),
+    )
+    batch_dict = {
+        "ray_depth": torch.rand(batch, rays, generator=g) * 30 + 1,
+        "ray_class": torch.randint(0, classes, (batch, rays), generator=g),
+        "ray_valid": torch.ones(batch, rays, dtype=torch.bool),
+    }
+    return out, batch_dict
+
+
+def test_rendering_losses_match_their_definitions_and_weights():
+    out, batch = fake_render()
+    weights = torch.tensor([0.5, 1.0, 2.0, 1.5])
+    cfg = LossConfig(depth=2.0, semantic=0.5)
+    losses = rendering_losses(out, batch, cfg, weights)
+    assert set(losses) == {"depth", "semantic", "entropy", "distortion"}
+    flat = lambda x: x.flatten(0, 1)  # noqa: E731
+    torch.testing.assert_close(losses["depth"], 2.0 * silog_loss(flat(out.depth), flat(batch["ray_depth"])))
+    ce = F.cross_entropy(flat(out.semantics), flat(batch["ray_class"]), weight=weights)
+    torch.testing.assert_close(losses["semantic"], 0.5 * ce)
+    torch.testing.assert_close(losses["entropy"], 0.01 * transmittance_entropy(out.opacity).mean())
+    torch.testing.assert_close(losses["distortion"], 0.01 * out.distortion.mean())
+    assert "entropy" not in rendering_losses(out, batch, LossConfig(entropy=0.0))
+
+
+def test_rendering_losses_ignore_invalid_rays():
+    out, batch = fake_render()
+    batch["ray_valid"][0, 3:] = False
+    batch["ray_valid"][1, :2] = False
+    reference = rendering_losses(out, batch, LossConfig())
+    # garbage in the padding changes nothing and gets no gradient
+    garbage = {**batch, "ray_depth": batch["ray_depth"].clone(), "ray_class": batch["ray_class"].clone()}
+    garbage["ray_depth"][~batch["ray_valid"]] = -5.0
+    garbage["ray_class"][~batch["ray_valid"]] = 99
+    with torch.no_grad():
+        out.depth[~batch["ray_valid"]] = 1e6
+    losses = rendering_losses(out, garbage, LossConfig())
+    for name, value in reference.items():
+        torch.testing.assert_close(losses[name], value)
+    sum(losses.values()).backward()
+    assert (out.depth.grad[~batch["ray_valid"]] == 0).all() and (
+        out.semantics.grad[~batch["ray_valid"]] == 0
+    ).all()
+    batch["ray_valid"][:] = False
+    empty = rendering_losses(out, batch, LossConfig())
+    assert all(v.item() == 0 for v in empty.values())
+
+
+def test_pool_voxel_labels_to_a_coarser_grid():
+    fine = VoxelGrid(lower=(0, 0, 0), upper=(1.6, 0.8, 0.8), voxel_size=0.4)
+    coarse = VoxelGrid(lower=(0, 0, 0), upper=(1.6, 0.8, 0.8), voxel_size=0.8)
+    labels = torch.full((1, 4, 2, 2), FREE, dtype=torch.uint8)
+    mask = torch.ones(1, 4, 2, 2, dtype=torch.bool)
+    labels[0, 0, 0, 0] = 11  # one ground voxel of eight: coarse voxel 0 is occupied, class 11
+    labels[0, 2:, :, 0] = 4  # coarse voxel 1: four car voxels beat three ...
+    labels[0, 3, 1, 1] = 15  # ... and one manmade
+    labels[0, 2:, :, 1] = torch.tensor([[16, 16], [16, 15]], dtype=torch.uint8)
+    pooled, observed = pool_voxel_labels(labels, mask, fine, coarse)
+    assert pooled.flatten().tolist() == [11, 4] and observed.all()
+    mask[0, :2] = False  # coarse voxel 0 unobserved
+    mask[0, 2:, :, 0] = False  # only the upper layer of coarse voxel 1 votes: 16 x3, 15 x1
+    pooled, observed = pool_voxel_labels(labels, mask, fine, coarse)
+    assert observed.flatten().tolist() == [False, True] and pooled[0, 1, 0, 0] == 16
+    with pytest.raises(ValueError, match="whole multiple"):
+        pool_voxel_labels(
+            labels, mask, fine, VoxelGrid(lower=(0, 0, 0), upper=(1.6, 0.8, 0.8), voxel_size=0.2)
+        )
+
+
+def test_voxel_losses_on_a_coarse_model_grid():
+    label_grid = VoxelGrid(lower=(0, 0, 0), upper=(1.6, 1.6, 0.8), voxel_size=0.4)
+    grid = VoxelGrid(lower=(0, 0, 0), upper=(1.6, 1.6, 0.8), voxel_size=0.8)
+    labels = torch.randint(0, FREE + 1, (2, *label_grid.shape), dtype=torch.uint8)
+    labels[0, :2, :2, :2] = FREE  # a free coarse voxel
+    mask = torch.rand(2, *label_grid.shape) > 0.2
+    density = (torch.rand(2, *grid.shape) * 20).requires_grad_()
+    semantics = torch.randn(2, *grid.shape, 17, requires_grad=True)
+    cfg = LossConfig(occupancy_3d=2.0)
+    losses = voxel_losses(density, semantics, labels, mask, grid, cfg, label_grid)
+    pooled, observed = pool_voxel_labels(labels, mask, label_grid, grid)
+    occupied = pooled != FREE
+    bce = F.binary_cross_entropy_with_logits(density[observed] - 8.5, occupied[observed].float())
+    torch.testing.assert_close(losses["occupancy_3d"], 2.0 * bce)
+    ce = F.cross_entropy(semantics[observed & occupied], pooled[observed & occupied])
+    torch.testing.assert_close(losses["semantic_3d"], ce)
+    sum(losses.values()).backward()
+    assert density.grad.abs().sum() > 0 and semantics.grad.abs().sum() > 0

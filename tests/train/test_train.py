@@ -1,0 +1,116 @@
+"""The training loop on the CPU: exact resume, NaN stop, preset-mismatch refusal, CLI errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from train_fixtures import tiny_preset
+
+import renderocc.train as train_module
+from renderocc.checkpoint import latest_checkpoint, load_model, load_weights
+from renderocc.cli import main
+from renderocc.config import get_preset
+from renderocc.train import NonFiniteLossError, TrainOptions, train
+
+
+def options(prepared, out, **kwargs) -> TrainOptions:
+    return TrainOptions(
+        prepared.dataroot, out, index_dir=prepared.root, progress=False, device="cpu", **kwargs
+    )
+
+
+def failing_at(call: int, make_failure):
+    """training_losses that behaves normally except on its `call`-th call (1-based)."""
+    original, calls = train_module.training_losses, []
+
+    def losses(*args, **kwargs):
+        calls.append(1)
+        out = original(*args, **kwargs)
+        return make_failure(out) if len(calls) == call else out
+
+    return losses
+
+
+def test_resume_after_a_kill_reaches_the_same_weights(prepared, tmp_path, monkeypatch):
+    preset = tiny_preset(iters=4)
+    uninterrupted = train(preset, options(prepared, tmp_path / "a"))
+
+    def killed(out):
+        raise KeyboardInterrupt  # the process dies during step 3, after the step-2 checkpoint
+
+    monkeypatch.setattr(train_module, "training_losses", failing_at(3, killed))
+    with pytest.raises(KeyboardInterrupt):
+        train(preset, options(prepared, tmp_path / "b"))
+    assert latest_checkpoint(tmp_path / "b").name == "step-00000002"
+    monkeypatch.undo()
+    resumed = train(preset, options(prepared, tmp_path / "b", resume=True))
+
+    assert resumed.name == uninterrupted.name == "step-00000004"
+    for which in ("model", "ema"):
+        a, b = load_weights(uninterrupted, which), load_weights(resumed, which)
+        assert a.keys() == b.keys()
+        for key in a:
+            assert torch.equal(a[key], b[key]), f"{which}.{key} differs after resume"
+    steps = [json.loads(line)["step"] for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    assert 4 in steps  # a logged record and the final validation
+
+
+def test_nan_loss_stops_with_step_batch_and_checkpoint(prepared, tmp_path, monkeypatch):
+    def poisoned(out):
+        return {**out, "depth": out["depth"] * float("nan")}
+
+    monkeypatch.setattr(train_module, "training_losses", failing_at(3, poisoned))
+    with pytest.raises(NonFiniteLossError) as err:
+        train(tiny_preset(iters=4), options(prepared, tmp_path))
+    message = str(err.value)
+    assert "step 2" in message and "depth=nan" in message
+    tokens = [prepared.tokens[i] for i in prepared.splits["train"]]
+    assert any(token in message for token in tokens)
+    assert str(tmp_path / "checkpoints" / "step-00000002") in message
+
+
+def test_time_budget_stops_with_a_checkpoint(prepared, tmp_path):
+    final = train(tiny_preset(iters=4), options(prepared, tmp_path, time_budget_s=0.0))
+    assert final.name == "step-00000001"  # the first step always runs, then the budget is spent
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 1]  # its training record and its validation
+
+
+def test_checkpoint_of_another_preset_is_refused(tiny_run):
+    model, preset = load_model(tiny_run)  # its own preset, from the checkpoint's metadata
+    assert preset.grid.voxel_size == 1.6
+    with pytest.raises(ValueError, match=r"preset 'demo'.*(missing|another shape).*neck"):
+        load_model(tiny_run, get_preset("demo"))
+
+
+def test_cli_rejects_unknown_preset_missing_dataroot_and_stale_out(prepared, tmp_path, capsys):
+    assert main(["train", "--preset", "tiny", "--dataroot", str(tmp_path), "--out", str(tmp_path)]) == 2
+    assert "valid presets: demo, r50-256x704, swinb-512x1408" in capsys.readouterr().err
+    args = ["train", "--preset", "demo", "--dataroot", str(tmp_path / "nope"), "--out", str(tmp_path / "r")]
+    assert main(args) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["train", "--preset", "demo", "--dataroot", str(tmp_path), "--out", str(tmp_path / "r")]) == 2
+    assert "renderocc prepare --dataroot" in capsys.readouterr().err
+
+
+def test_two_gloo_processes_train_under_torchrun(prepared, tmp_path):
+    """DDP on the CPU: `torchrun --nproc-per-node 2` runs the same command as a single process."""
+    import subprocess
+    import sys
+
+    from renderocc.checkpoint import preset_to_json
+
+    preset_file = tmp_path / "tiny.json"
+    preset_file.write_text(preset_to_json(tiny_preset(iters=2)))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    cmd += ["-m", "renderocc.cli"]
+    cmd += ["train", "--preset", str(preset_file), "--dataroot", str(prepared.dataroot)]
+    cmd += ["--out", str(tmp_path / "run")]
+    cmd += ["--device", "cpu", "--no-progress", "--index", str(prepared.root)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert latest_checkpoint(tmp_path / "run").name == "step-00000002"
+    record = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
+    assert record["samples_per_s"] > 0
