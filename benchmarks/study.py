@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -121,7 +122,7 @@ def tables(results: list[dict], reference: str | None) -> str:
     """Markdown: the summary per setting, then per-class IoU."""
 
     def fmt(value) -> str:
-        return "-" if value is None else f"{value:.1f}"
+        return "-" if value is None or math.isnan(value) else f"{value:.1f}"  # class absent from both
 
     ref = next((r["miou"] for r in results if r["setting"] == reference), None)
     lines = [
