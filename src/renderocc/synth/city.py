@@ -188,10 +188,16 @@ def build_world(seed: int, scene_index: int, frames: int) -> World:
     return World(b.primitives(), raster.layout(), b.instances, lighting, ego, world2global, style)
 
 
+MIN_CONSTRUCTION_WIDTH = 14.0  # metres along the street; trailers are placed 6 m in from each end
+
+
 def _block(b: Builder, raster: _Raster, x0: float, x1: float, side: int, curb: float, style: dict) -> None:
     """Fill one city block between x0..x1 on `side` (+1 left, -1 right of the main street)."""
     rng = b.rng
-    kind = rng.choice(["buildings", "park", "parking", "construction"], p=[0.6, 0.15, 0.15, 0.1])
+    kinds = {"buildings": 0.6, "park": 0.15, "parking": 0.15, "construction": 0.1}
+    if x1 - x0 < MIN_CONSTRUCTION_WIDTH:  # no room for its machines and trailer
+        del kinds["construction"]
+    kind = rng.choice(list(kinds), p=np.array(list(kinds.values())) / sum(kinds.values()))
     y_near, y_far = curb, MARGIN
     ys = lambda a, c: sorted((side * a, side * c))  # noqa: E731
     if kind == "buildings":
