@@ -2,7 +2,7 @@
 
 The dataset, its labels and the training run are reused when OUT already holds them (training resumes
 from its last checkpoint), so a second run mostly re-evaluates; delete OUT to start over. On this
-project's 2-core CPU the whole demo takes about 9 minutes (a time budget keeps it under 15 on slower
+project's 2-core CPU the whole demo takes about 11 minutes (a time budget keeps it under 15 on slower
 machines); a GPU is used when there is one.
 """
 
@@ -21,8 +21,8 @@ VERSION = "v1.0-synthetic"
 DEFAULT_ITERS_CPU = 800  # about 9 minutes of training on 2 cores (1.5 steps/s)
 DEFAULT_ITERS_GPU = 2000
 # On the CPU the demo trains a lighter variant of the `demo` preset so that the whole demo fits in 15
-# minutes on 2 cores: a quarter of the rays per sample, and no history frame (whose voxel pooling is
-# re-planned every step, its pose differing per sample). About 1 s per step there instead of 10-20 s.
+# minutes on 2 cores: a quarter of the rays per sample (the PyTorch renderer's backward dominates a CPU
+# step) and no history frame. About 0.7 s per step at batch 2 there.
 CPU_OVERRIDES = {"data": {"max_rays": 2048, "prev_frames": 0}}
 TOTAL_BUDGET_S = 14 * 60  # the demo's promise is 15 minutes; one is kept in hand
 RESERVE_S = 90  # evaluation (with RayIoU) and pictures after training: 5 s measured on 2 idle cores

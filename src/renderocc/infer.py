@@ -27,10 +27,9 @@ import torch
 from tqdm import tqdm
 
 from renderocc.config import DataConfig, Preset
+from renderocc.core.camera import CAMERAS
 from renderocc.core.grid import VoxelGrid
 from renderocc.data.batch import batch_to
-
-CAMERAS = ("CAM_FRONT_LEFT", "CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_BACK_RIGHT", "CAM_BACK", "CAM_BACK_LEFT")
 
 
 def _matrix(value, shape: tuple[int, int], where: str) -> np.ndarray:

@@ -1,6 +1,6 @@
 """Geometry and taxonomy shared by every stage: the voxel grid, classes, rigid transforms, cameras."""
 
-from renderocc.core.camera import pixel_rays, project, unproject
+from renderocc.core.camera import CAMERAS, pixel_rays, project, unproject
 from renderocc.core.classes import (
     DYNAMIC_CLASSES,
     FREE,
@@ -20,6 +20,7 @@ from renderocc.core.transforms import (
 )
 
 __all__ = [
+    "CAMERAS",
     "DYNAMIC_CLASSES",
     "FREE",
     "LIDARSEG_CLASSES",

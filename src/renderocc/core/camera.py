@@ -4,6 +4,16 @@ from __future__ import annotations
 
 import torch
 
+# The nuScenes surround rig in the order every batch stacks its cameras ([..., N=6, ...]).
+CAMERAS: tuple[str, ...] = (
+    "CAM_FRONT_LEFT",
+    "CAM_FRONT",
+    "CAM_FRONT_RIGHT",
+    "CAM_BACK_RIGHT",
+    "CAM_BACK",
+    "CAM_BACK_LEFT",
+)
+
 
 def project(points_cam: torch.Tensor, intrinsics: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Project camera points [..., N, 3] with K [..., 3, 3] -> pixels (u, v) [..., N, 2], z-depth [..., N].

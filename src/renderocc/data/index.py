@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from renderocc.core.camera import CAMERAS
 from renderocc.core.classes import LIDARSEG_TO_OCC3D, lidarseg_index
 from renderocc.core.transforms import invert_pose, make_pose
 
@@ -24,14 +25,6 @@ FORMAT = "renderocc-index"
 FORMAT_VERSION = 1
 INDEX_FILE = "index.json"
 ARRAYS_FILE = "index_arrays.npz"
-CAMERAS: tuple[str, ...] = (
-    "CAM_FRONT_LEFT",
-    "CAM_FRONT",
-    "CAM_FRONT_RIGHT",
-    "CAM_BACK_RIGHT",
-    "CAM_BACK",
-    "CAM_BACK_LEFT",
-)
 # Official devkit splits for the real releases; any other version lists its scenes in DATAROOT/splits.json.
 OFFICIAL_SPLITS = {"v1.0-trainval": ("train", "val"), "v1.0-mini": ("mini_train", "mini_val")}
 ARRAY_KEYS = (
