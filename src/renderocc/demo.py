@@ -18,7 +18,7 @@ import torch
 from renderocc.config import Preset, get_preset
 
 VERSION = "v1.0-synthetic"
-DEFAULT_ITERS_CPU = 800  # about 9 minutes of training on 2 cores (1.5 steps/s)
+DEFAULT_ITERS_CPU = 1000  # about 9 minutes of training on 2 cores
 DEFAULT_ITERS_GPU = 2000
 # On the CPU the demo trains a lighter variant of the `demo` preset so that the whole demo fits in 15
 # minutes on 2 cores: a quarter of the rays per sample (the PyTorch renderer's backward dominates a CPU

@@ -56,7 +56,7 @@ def composite(
 
 def _render_chunk(
     density_flat: torch.Tensor,
-    semantics_flat: torch.Tensor,
+    semantics_cf: torch.Tensor,
     rays_o: torch.Tensor,
     rays_d: torch.Tensor,
     t_near: torch.Tensor,
@@ -67,9 +67,8 @@ def _render_chunk(
     density_shift: float,
     skip_threshold: float,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Render rays [B, r] against flattened grids density [B, V] and semantics [B * V, C]."""
+    """Render rays [B, r] against density flattened to [B, V] and channel-first semantics [B, C, X, Y, Z]."""
     b, r = t_near.shape
-    voxels = density_flat.shape[1]
     t, points = sample_positions(rays_o, rays_d, t_near, max_samples, step_size)  # [B, r, K], [B, r, K, 3]
     inside = torch.arange(max_samples, device=t.device) < num_samples.unsqueeze(-1)
     index, tri = trilinear_corners(points, grid)  # [B, r, K, 8]
@@ -77,15 +76,13 @@ def _render_chunk(
     tau, alpha = alpha_from_density((corner_density * tri).sum(-1), step_size, density_shift)
     alpha = torch.where(inside, alpha, torch.zeros_like(alpha))
     w, distortion = composite(tau, alpha, t, step_size, skip_threshold)
-    # Weighted bag sums gather logits without a [B, r, K, 8, C] tensor and scatter-add them backwards
-    # (on CPUs its sort-based backward beat index_add_, which falls back to a slow scatter_add_).
-    batch_offset = torch.arange(b, device=index.device).view(b, 1, 1, 1) * voxels
-    semantics = F.embedding_bag(
-        (index + batch_offset).reshape(b * r, -1),
-        semantics_flat,
-        per_sample_weights=(w.unsqueeze(-1) * tri).reshape(b * r, -1),
-        mode="sum",
-    ).view(b, r, -1)
+    # Logits are interpolated by grid_sample: with align_corners=False and border padding it is exactly
+    # the clamped voxel-centre convention of trilinear_corners, and on CPUs its forward and backward run
+    # 1.7x faster than gathering the 8 corners with weighted bag sums (whose backward sorts indices).
+    # grid_sample reads (x, y, z) as (W, H, D), so the point order is reversed for a [X, Y, Z] volume.
+    coords = grid.normalize(points).flip(-1).reshape(b, 1, r, -1, 3)
+    logits = F.grid_sample(semantics_cf, coords, align_corners=False, padding_mode="border")
+    semantics = torch.einsum("bcrk,brk->brc", logits[:, :, 0], w)
     return (w * t).sum(-1), semantics, w.sum(-1), distortion
 
 
@@ -104,9 +101,8 @@ def render_reference(
 ) -> RenderOutput:
     """Reference renderer on validated inputs (see `volume_render`); t_near, num_samples [B, R]."""
     b, r = t_near.shape
-    c = semantics.shape[-1]
     density_flat = density.reshape(b, -1)
-    semantics_flat = semantics.reshape(-1, c)
+    semantics_cf = semantics.permute(0, 4, 1, 2, 3)  # [B, C, X, Y, Z], a view
     max_samples = max(int(num_samples.max()), 1) if num_samples.numel() else 1
     chunk = max(1, max_chunk_samples // (b * max_samples))
     checkpointed = (
@@ -118,7 +114,7 @@ def render_reference(
         chunk_samples = max(int(num_samples[:, rays].max()), 1)
         args = (
             density_flat,
-            semantics_flat,
+            semantics_cf,
             rays_o[:, rays],
             rays_d[:, rays],
             t_near[:, rays],
