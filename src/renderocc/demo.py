@@ -2,7 +2,7 @@
 
 The dataset, its labels and the training run are reused when OUT already holds them (training resumes
 from its last checkpoint), so a second run mostly re-evaluates; delete OUT to start over. On this
-project's 2-core CPU the whole demo takes about 11 minutes (a time budget keeps it under 15 on slower
+project's 2-core CPU the whole demo takes about 10 minutes (a time budget keeps it under 15 on slower
 machines); a GPU is used when there is one.
 """
 
