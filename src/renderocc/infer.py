@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +27,7 @@ from tqdm import tqdm
 
 from renderocc.config import DataConfig, Preset
 from renderocc.core.camera import CAMERAS
+from renderocc.core.files import atomic_write
 from renderocc.core.grid import VoxelGrid
 from renderocc.data.batch import batch_to
 
@@ -96,11 +96,8 @@ def images_batch(images_dir: str | Path, calib_path: str | Path, cfg: DataConfig
 
 def write_prediction(out_dir: Path, token: str, semantics: torch.Tensor) -> Path:
     """<out_dir>/<token>.npz with `semantics` uint8 [X, Y, Z], written atomically."""
-    path = out_dir / f"{token}.npz"
-    tmp = out_dir / f".{token}.tmp-{os.getpid()}.npz"
-    np.savez_compressed(tmp, semantics=semantics.cpu().numpy().astype(np.uint8))
-    os.replace(tmp, path)
-    return path
+    labels = semantics.cpu().numpy().astype(np.uint8)
+    return atomic_write(Path(out_dir) / f"{token}.npz", lambda f: np.savez_compressed(f, semantics=labels))
 
 
 @torch.no_grad()

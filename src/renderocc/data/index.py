@@ -9,8 +9,6 @@ it was built from and refuses to serve another one.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +17,7 @@ from tqdm import tqdm
 
 from renderocc.core.camera import CAMERAS
 from renderocc.core.classes import LIDARSEG_TO_OCC3D, lidarseg_index
+from renderocc.core.files import atomic_write
 from renderocc.core.transforms import invert_pose, make_pose
 
 FORMAT = "renderocc-index"
@@ -278,25 +277,13 @@ def _add_sample(nusc, sample: dict, scene: str, cols: dict[str, list], arrays: d
     arrays["ego2global"].append(make_pose(lidar_ep["rotation"], lidar_ep["translation"]))
 
 
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.chmod(tmp, 0o644)  # mkstemp creates owner-only files
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_index(index: Index) -> Path:
     """Write index.json and index_arrays.npz atomically into index.root; index.json is written last, so
     its presence marks a complete index."""
     if index.class_counts is None:
         raise ValueError("write_index: class_counts missing; build the 2D labels first")
     index.root.mkdir(parents=True, exist_ok=True)
-    _atomic_write(index.root / ARRAYS_FILE, lambda f: np.savez(f, **index.arrays))
+    atomic_write(index.root / ARRAYS_FILE, lambda f: np.savez(f, **index.arrays))
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -320,7 +307,7 @@ def write_index(index: Index) -> Path:
             for i in range(len(index))
         ],
     }
-    _atomic_write(index.root / INDEX_FILE, lambda f: f.write(json.dumps(meta).encode()))
+    atomic_write(index.root / INDEX_FILE, lambda f: f.write(json.dumps(meta).encode()))
     return index.root
 
 

@@ -9,8 +9,6 @@ by camera: u, v uint16 [P] (pixel (u, v) covers [u, u+1) x [v, v+1) of the origi
 from __future__ import annotations
 
 import multiprocessing as mp
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 from renderocc.core.classes import NUM_SEMANTIC
+from renderocc.core.files import atomic_write
 from renderocc.data.index import Index, prepare_hint
 
 MIN_DEPTH = 0.1  # metres; drops points behind (and numerically at) the camera plane
@@ -107,17 +106,12 @@ def sample_labels(index: Index, sample: int) -> FrameLabels:
 
 def save_labels(path: Path, labels: FrameLabels) -> None:
     """Write atomically (temporary file + rename), so an interrupted run never leaves a partial file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(
-                f, u=labels.u, v=labels.v, depth=labels.depth, cls=labels.cls, cam_start=labels.cam_start
-            )
-        os.chmod(tmp, 0o644)  # mkstemp creates owner-only files
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(
+        path,
+        lambda f: np.savez(
+            f, u=labels.u, v=labels.v, depth=labels.depth, cls=labels.cls, cam_start=labels.cam_start
+        ),
+    )
 
 
 def load_labels(index: Index, sample: int) -> FrameLabels:

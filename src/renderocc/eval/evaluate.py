@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import torch
 from tqdm import tqdm
 
 from renderocc.config import Preset
+from renderocc.core.files import atomic_write
 from renderocc.core.grid import VoxelGrid
 from renderocc.core.transforms import invert_pose
 from renderocc.data.batch import batch_to
@@ -52,8 +52,6 @@ def write_json_atomic(path: str | Path, data: dict) -> Path:
 
     NaN (a class with no IoU) is written as null, keeping the file valid JSON.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
 
     def clean(value):
         if isinstance(value, dict):
@@ -62,10 +60,7 @@ def write_json_atomic(path: str | Path, data: dict) -> Path:
             return None
         return value
 
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(clean(data), indent=2) + "\n")
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda f: f.write((json.dumps(clean(data), indent=2) + "\n").encode()))
 
 
 class Scorer:
