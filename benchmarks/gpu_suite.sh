@@ -28,4 +28,8 @@ step prepare 45 python3 -m renderocc.cli prepare --dataroot $DATA --version v1.0
   --compile --json "$OUT/model_r50.json"
 step train 200 python3 benchmarks/train.py --dataroot $DATA --version v1.0-synthetic \
   --preset r50-256x704 swinb-512x1408 --batch-size 1 2 --num-workers 8
+step stages 150 python3 benchmarks/train.py --dataroot $DATA --version v1.0-synthetic \
+  --preset r50-256x704 swinb-512x1408 --batch-size 2 --num-workers 8 --stages
+step inference 120 python3 benchmarks/inference.py --dataroot $DATA --version v1.0-synthetic \
+  --preset r50-256x704 swinb-512x1408 --num-workers 8 --frames 48
 tail -n 40 "$OUT/suite.log"

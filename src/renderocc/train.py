@@ -80,30 +80,21 @@ def training_losses(
     supervision: str,
     class_weights: torch.Tensor,
 ) -> dict[str, torch.Tensor]:
-    """Weighted loss terms of one batch. 2D: rendering losses along the labelled rays; 3D: voxel losses.
+    """Weighted loss terms of one batch. 2D: rendering losses along the labelled rays and the free-space
+    prior; 3D: voxel losses.
 
     Every setting keeps the view transformer's LiDAR depth loss, as the published models do.
     """
-    from renderocc.render import volume_render
-    from renderocc.render.losses import rendering_losses
+    from renderocc.render.losses import free_space_prior
     from renderocc.render.voxel_losses import voxel_losses
 
     outputs = model(batch)
     losses = {"lidar_depth": preset.loss.lidar_depth * raw_model.depth_loss(outputs, batch)}
     if "2d" in supervision:
-        r = preset.render
-        rendered = volume_render(
-            outputs["density"],
-            outputs["semantics"],
-            batch["rays_o"],
-            batch["rays_d"],
-            preset.grid,
-            r.step_size,
-            r.density_shift,
-            r.skip_threshold,
-            r.implementation,
-        )
-        losses |= rendering_losses(rendered, batch, preset.loss, class_weights)
+        losses |= rendered_losses(outputs["density"], outputs["semantics"], batch, preset, class_weights)
+        if preset.loss.free_space:
+            prior = free_space_prior(outputs["density"], preset.loss.occupancy_threshold)
+            losses["free_space"] = preset.loss.free_space * prior
     if "3d" in supervision:
         gt = batch["voxel_semantics"]
         losses |= voxel_losses(
@@ -116,6 +107,29 @@ def training_losses(
             label_grid=label_grid(preset.grid, tuple(gt.shape[1:])),
         )  # unweighted 3D cross-entropy, as the 3D-supervised baselines train
     return losses
+
+
+def rendered_losses(
+    density: torch.Tensor, semantics: torch.Tensor, batch: dict, preset: Preset, class_weights: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """Weighted 2D losses of the batch's rays rendered through density [B, X, Y, Z] and semantics
+    [B, X, Y, Z, K]."""
+    from renderocc.render import volume_render
+    from renderocc.render.losses import rendering_losses
+
+    r = preset.render
+    rendered = volume_render(
+        density,
+        semantics,
+        batch["rays_o"],
+        batch["rays_d"],
+        preset.grid,
+        r.step_size,
+        r.density_shift,
+        r.skip_threshold,
+        r.implementation,
+    )
+    return rendering_losses(rendered, batch, preset.loss, class_weights)
 
 
 def total_iterations(preset: Preset, opts: TrainOptions, train_samples: int, world_size: int) -> int:

@@ -1,5 +1,6 @@
 """Per-voxel heads and the occupancy read-out."""
 
+import pytest
 import torch
 
 from renderocc.core.classes import FREE
@@ -28,3 +29,14 @@ def test_heads_are_channel_last_and_density_nonnegative():
     single_density, single_semantics = heads(features[1:2, :, 2:3, 3:4, 1:2])
     torch.testing.assert_close(single_semantics[0, 0, 0, 0], semantics[1, 2, 3, 1])
     torch.testing.assert_close(single_density[0, 0, 0, 0], density[1, 2, 3, 1])
+
+
+def test_density_init_sets_the_starting_density_and_rejects_nonpositive():
+    torch.manual_seed(0)
+    heads = VoxelHeads(8, 16, 17, density_init=10.0)
+    with torch.no_grad():
+        heads.density[2].weight.zero_()  # leave only the bias: the head's output is then the init exactly
+        density, _ = heads(torch.randn(1, 8, 3, 3, 2))
+    torch.testing.assert_close(density, torch.full_like(density, 10.0))
+    with pytest.raises(ValueError, match="model.density_init must be > 0"):
+        VoxelHeads(8, 16, 17, density_init=0.0)

@@ -10,6 +10,7 @@ from renderocc.core.grid import VoxelGrid
 from renderocc.render import RenderOutput
 from renderocc.render.losses import (
     class_weights_from_counts,
+    free_space_prior,
     rendering_losses,
     silog_loss,
     transmittance_entropy,
@@ -61,6 +62,17 @@ def fake_render(batch: int = 2, rays: int = 5, classes: int = 4, seed: int = 0) 
     return out, batch_dict
 
 
+def test_free_space_prior_pulls_voxels_below_the_threshold():
+    density = torch.tensor([[[[0.0, 8.5, 20.0]]]], dtype=torch.float64, requires_grad=True)
+    prior = free_space_prior(density, 8.5)
+    expected = (math.log1p(math.exp(-8.5)) + math.log(2.0) + math.log1p(math.exp(11.5))) / 3
+    assert prior.item() == pytest.approx(expected)
+    prior.backward()
+    grad = density.grad.flatten()
+    assert (grad > 0).all()  # gradient descent lowers every voxel's density ...
+    assert grad[0] < 1e-3 * grad[2]  # ... but hardly those already well below the threshold
+
+
 def test_rendering_losses_match_their_definitions_and_weights():
     out, batch = fake_render()
     weights = torch.tensor([0.5, 1.0, 2.0, 1.5])
@@ -68,7 +80,8 @@ def test_rendering_losses_match_their_definitions_and_weights():
     losses = rendering_losses(out, batch, cfg, weights)
     assert set(losses) == {"depth", "semantic", "entropy", "distortion"}
     flat = lambda x: x.flatten(0, 1)  # noqa: E731
-    torch.testing.assert_close(losses["depth"], 2.0 * silog_loss(flat(out.depth), flat(batch["ray_depth"])))
+    depth = silog_loss(flat(out.depth), flat(batch["ray_depth"]), variance_focus=cfg.silog_variance_focus)
+    torch.testing.assert_close(losses["depth"], 2.0 * depth)
     ce = F.cross_entropy(flat(out.semantics), flat(batch["ray_class"]), weight=weights)
     torch.testing.assert_close(losses["semantic"], 0.5 * ce)
     torch.testing.assert_close(losses["entropy"], 0.01 * transmittance_entropy(out.opacity).mean())

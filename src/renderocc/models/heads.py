@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -15,11 +17,18 @@ class VoxelHeads(nn.Module):
     (channel-last contiguous, so the renderer gathers all logits of a voxel from one place).
     """
 
-    def __init__(self, in_channels: int, hidden: int, num_classes: int) -> None:
+    def __init__(
+        self, in_channels: int, hidden: int, num_classes: int, density_init: float | None = None
+    ) -> None:
         super().__init__()
         self.density = nn.Sequential(
             nn.Linear(in_channels, hidden), nn.Softplus(), nn.Linear(hidden, 1), nn.Softplus()
         )
+        if density_init is not None:
+            if density_init <= 0:
+                raise ValueError(f"model.density_init must be > 0 (a softplus output), got {density_init}")
+            # inverse softplus, so the head starts out near density_init wherever the features are
+            nn.init.constant_(self.density[2].bias, density_init + math.log(-math.expm1(-density_init)))
         self.semantics = nn.Sequential(
             nn.Linear(in_channels, hidden), nn.Softplus(), nn.Linear(hidden, num_classes)
         )

@@ -72,7 +72,7 @@ class OccupancyNet(nn.Module):
         self.encoder = Encoder3d(
             cfg.voxel_channels * num_frames, cfg.encoder_channels, cfg.encoder_layers, cfg.voxel_channels
         )
-        self.heads = VoxelHeads(cfg.voxel_channels, cfg.head_hidden, cfg.num_classes)
+        self.heads = VoxelHeads(cfg.voxel_channels, cfg.head_hidden, cfg.num_classes, cfg.density_init)
 
     def image_features(self, images: torch.Tensor) -> torch.Tensor:
         """images [S, 3, H, W] -> neck features [S, neck_channels, H/16, W/16]."""
@@ -84,7 +84,12 @@ class OccupancyNet(nn.Module):
         density [B, X, Y, Z] fp32 >= 0, semantics [B, X, Y, Z, K] fp32 channel-last,
         depth_logits [B, N, D, h, w] (key frame, for `depth_loss`).
         """
-        imgs = batch["imgs"]
+        volumes, depth_logits = self.view_transformer(self.frame_features(batch["imgs"]), batch)
+        density, semantics = self.decode(volumes, batch["ego2keyego"])
+        return {"density": density.float(), "semantics": semantics.float(), "depth_logits": depth_logits}
+
+    def frame_features(self, imgs: torch.Tensor) -> torch.Tensor:
+        """imgs [B, T', N, 3, H, W] (T' >= num_frames) -> neck features [B, T, N, C, h, w] of the first T."""
         B, T, N, _, H, W = imgs.shape
         if (H, W) != self.image_size or T < self.num_frames:
             raise ValueError(
@@ -98,11 +103,16 @@ class OccupancyNet(nn.Module):
             with torch.set_grad_enabled(torch.is_grad_enabled() and self.cfg.prev_frame_grad):
                 history = self.image_features(imgs[:, 1:T].flatten(0, 2))
             features.append(history.view(B, T - 1, N, *history.shape[1:]))
-        features = torch.cat(features, 1)  # [B, T, N, C, h, w]
-        volumes, depth_logits = self.view_transformer(features, batch)
-        fused = self.temporal(volumes, batch["ego2keyego"][:, :T])
-        density, semantics = self.heads(self.encoder(fused))
-        return {"density": density.float(), "semantics": semantics.float(), "depth_logits": depth_logits}
+        return torch.cat(features, 1)
+
+    def decode(self, volumes: torch.Tensor, ego2keyego: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-frame voxel volumes -> temporal fusion -> 3D encoder -> heads: density [B, X, Y, Z],
+        semantics [B, X, Y, Z, K] (in the compute dtype).
+
+        ego2keyego [B, T', 4, 4] (T' >= num_frames) aligns the history volumes to the key frame.
+        """
+        fused = self.temporal(volumes, ego2keyego[:, : self.num_frames])
+        return self.heads(self.encoder(fused))
 
     def depth_loss(self, outputs: dict[str, torch.Tensor], batch: dict) -> torch.Tensor:
         """Unweighted LiDAR depth loss of the key frame's depth distribution (scale by loss.lidar_depth)."""

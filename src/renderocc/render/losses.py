@@ -65,6 +65,16 @@ def transmittance_entropy(opacity: torch.Tensor, eps: float = 1e-6) -> torch.Ten
     return -(t * torch.log(t) + (1.0 - t) * torch.log1p(-t))
 
 
+def free_space_prior(density: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Mean over all voxels of softplus(density - threshold), density [B, X, Y, Z].
+
+    2D labels only constrain voxels that labelled rays cross; the rest (above the scene, where the sky has no
+    LiDAR label) would keep whatever density the network extrapolates, and read out as occupied above the
+    threshold. This prior pulls every voxel below the read-out threshold (free) unless rays hold it up.
+    """
+    return F.softplus(density.float() - threshold).mean()
+
+
 def rendering_losses(
     out: RenderOutput, batch: Batch, cfg: LossConfig, class_weights: torch.Tensor | None = None
 ) -> dict[str, torch.Tensor]:
