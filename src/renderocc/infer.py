@@ -129,6 +129,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="folder for <sample_token>.npz")
     parser.add_argument("--voxel-size", type=float, default=0.4, help="output grid voxel (Occ3D: 0.4 m)")
     parser.add_argument("--weights", default="ema", choices=("ema", "model"))
+    parser.add_argument(
+        "--threshold", type=float, default=None, help="read-out density threshold (default: the preset's)"
+    )
     parser.add_argument("--device", default=None, help="cpu, cuda (default: cuda when available)")
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--num-workers", type=int, default=2)
@@ -142,6 +145,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--images needs --calib calib.json (intrinsics and sensor2ego of the six cameras)")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model, preset = load_model(args.checkpoint, which=args.weights, device=device)
+    if args.threshold is not None:
+        preset = preset.replace(loss={"occupancy_threshold": args.threshold})
     out_grid = VoxelGrid(preset.grid.lower, preset.grid.upper, args.voxel_size)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -129,3 +129,5 @@ def test_cli_bad_input_names_the_fix(tmp_path, capsys):
     assert "renderocc prepare" in capsys.readouterr().err
     assert main(["eval", "--checkpoint", "c", "--dataroot", str(tmp_path), "--preset", "nope"]) == 2
     assert "valid presets: demo" in capsys.readouterr().err
+    assert main(["eval", "--pred", str(tmp_path), "--dataroot", str(tmp_path), "--threshold", "9"]) == 2
+    assert "--pred files are labels already" in capsys.readouterr().err

@@ -47,6 +47,15 @@ def test_infer_dataset_then_eval_pred(prepared, tiny_run, tmp_path, capsys):
     assert json.loads(direct.read_text())["per_class_iou"] == result["per_class_iou"]
     assert "mIoU" in capsys.readouterr().out
 
+    # a read-out threshold no density reaches leaves every voxel free: no class scores
+    assert main([*args, "--threshold", "1e9"]) == 0
+    free = json.loads(direct.read_text())
+    assert free["occupancy_threshold"] == 1e9 and free["miou"] == 0.0
+    empty = tmp_path / "empty"
+    infer = ["infer", "--checkpoint", str(tiny_run), *common, "--out", str(empty), "--device", "cpu"]
+    assert main([*infer, "--threshold", "1e9", "--max-samples", "1"]) == 0
+    assert (np.load(next(empty.glob("*.npz")))["semantics"] == 17).all()
+
 
 def test_images_and_calibration_give_the_dataset_batch(prepared, tiny_run, tmp_path):
     preset = checkpoint_preset(tiny_run)

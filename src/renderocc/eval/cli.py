@@ -23,6 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--preset", default=None, help=f"override the checkpoint's preset: {', '.join(PRESETS)}"
     )
     parser.add_argument("--weights", default="ema", choices=("ema", "model"), help="EMA or raw weights")
+    parser.add_argument(
+        "--threshold", type=float, default=None, help="read-out density threshold (default: the preset's)"
+    )
     parser.add_argument("--device", default=None, help="cpu, cuda (default: cuda when available)")
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--num-workers", type=int, default=2)
@@ -55,6 +58,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.max_samples is not None and args.max_samples <= 0:
         raise ValueError(f"--max-samples must be positive, got {args.max_samples}")
+    if args.pred and args.threshold is not None:
+        raise ValueError("--threshold reads out a --checkpoint; --pred files are labels already")
     preset = get_preset(args.preset) if args.preset else None
     index = open_index(args.dataroot, args.version, args.index)
     if args.split not in index.splits:
@@ -71,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
         dist = distributed.setup(args.device)
         checkpoint = resolve_checkpoint(args.checkpoint)
         model, preset = load_model(checkpoint, preset, args.weights, dist.device)
+        if args.threshold is not None:
+            preset = preset.replace(loss={"occupancy_threshold": args.threshold})
         loader = eval_loader(
             index, preset.data, args.split, args.batch_size, args.num_workers, dist.rank, dist.world_size,
             args.max_samples,
@@ -80,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
             amp=preset.train.amp, progress=dist.is_main,
         )  # fmt: skip
         source, is_main = str(checkpoint), dist.is_main
+        result["occupancy_threshold"] = preset.loss.occupancy_threshold
         distributed.cleanup()
     if not is_main:
         return 0
