@@ -38,6 +38,12 @@ SETTINGS: dict[str, tuple[str, dict]] = {
     "rays-38400": ("2d", {"data": {"max_rays": 38_400}}),
     "rays-76800": ("2d", {"data": {"max_rays": 76_800}}),
     "silog-0.85": ("2d", {"loss": {"silog_variance_focus": 0.85}}),  # the reference's depth loss
+    # the density head starting below the read-out threshold (sigma 4e-4 / m), or transparent with no prior
+    "init-6": ("2d", {"model": {"density_init": 6.0}}),
+    "transparent": ("2d", {"model": {"density_init": None}, "loss": {"free_space": 0.0}}),
+    # free space along the labelled rays (from the density start below the read-out threshold)
+    "los-0.1": ("2d", {"model": {"density_init": 6.0}, "loss": {"line_of_sight": 0.1}}),
+    "los-0.3": ("2d", {"model": {"density_init": 6.0}, "loss": {"line_of_sight": 0.3}}),
     # the reference's 2D recipe: every voxel starts transparent, no free-space prior, SILog focus 0.85
     "reference-2d": (
         "2d",
@@ -104,7 +110,9 @@ def curves_png(out: Path, names: list[str]) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_loss, ax_miou) = plt.subplots(1, 2, figsize=(12, 4.5), dpi=110)
+    fig, (ax_loss, ax_miou) = plt.subplots(1, 2, figsize=(13, 5), dpi=110)
+    for ax in (ax_loss, ax_miou):
+        ax.set_prop_cycle(color=plt.get_cmap("tab20").colors)  # one colour per setting up to 20
     for name in names:
         lines = (out / name / "run" / "metrics.jsonl").read_text().splitlines()
         records = [json.loads(line) for line in lines if line.strip()]
@@ -117,9 +125,9 @@ def curves_png(out: Path, names: list[str]) -> Path:
     ax_loss.set(xlabel="step", ylabel="training loss (each setting's own losses)", yscale="log")
     ax_miou.set(xlabel="step", ylabel="val mIoU (%)")
     for ax in (ax_loss, ax_miou):
-        ax.legend()
         ax.grid(alpha=0.3)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 0.86, 1))
+    fig.legend(*ax_miou.get_legend_handles_labels(), loc="center right")  # one legend, beside the plots
     path = out / "curves.png"
     fig.savefig(path)
     plt.close(fig)

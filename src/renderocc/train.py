@@ -81,20 +81,24 @@ def training_losses(
     class_weights: torch.Tensor,
 ) -> dict[str, torch.Tensor]:
     """Weighted loss terms of one batch. 2D: rendering losses along the labelled rays and the free-space
-    prior; 3D: voxel losses.
+    priors; 3D: voxel losses.
 
     Every setting keeps the view transformer's LiDAR depth loss, as the published models do.
     """
-    from renderocc.render.losses import free_space_prior
+    from renderocc.render.losses import free_space_prior, line_of_sight_free_space
     from renderocc.render.voxel_losses import voxel_losses
 
     outputs = model(batch)
     losses = {"lidar_depth": preset.loss.lidar_depth * raw_model.depth_loss(outputs, batch)}
     if "2d" in supervision:
         losses |= rendered_losses(outputs["density"], outputs["semantics"], batch, preset, class_weights)
+        threshold = preset.loss.occupancy_threshold
         if preset.loss.free_space:
-            prior = free_space_prior(outputs["density"], preset.loss.occupancy_threshold)
+            prior = free_space_prior(outputs["density"], threshold)
             losses["free_space"] = preset.loss.free_space * prior
+        if preset.loss.line_of_sight:
+            free = line_of_sight_free_space(outputs["density"], batch, preset.grid, threshold)
+            losses["line_of_sight"] = preset.loss.line_of_sight * free
     if "3d" in supervision:
         gt = batch["voxel_semantics"]
         losses |= voxel_losses(

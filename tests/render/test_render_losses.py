@@ -11,10 +11,12 @@ from renderocc.render import RenderOutput
 from renderocc.render.losses import (
     class_weights_from_counts,
     free_space_prior,
+    line_of_sight_free_space,
     rendering_losses,
     silog_loss,
     transmittance_entropy,
 )
+from renderocc.render.sampling import trilinear_corners
 from renderocc.render.voxel_losses import pool_voxel_labels, voxel_losses
 
 
@@ -71,6 +73,86 @@ def test_free_space_prior_pulls_voxels_below_the_threshold():
     grad = density.grad.flatten()
     assert (grad > 0).all()  # gradient descent lowers every voxel's density ...
     assert grad[0] < 1e-3 * grad[2]  # ... but hardly those already well below the threshold
+
+
+LOS_GRID = VoxelGrid(
+    lower=(-16.0, -16.0, -0.4), upper=(16.0, 16.0, 4.4), voxel_size=0.8
+)  # z centres 0, 0.8, ..
+
+
+def _grazing_rays(rays: int, g: torch.Generator, ground_class: int = 11) -> dict[str, torch.Tensor]:
+    """Labelled rays from a camera 1.5 m up to random points on the plane z = 0 (the lowest voxel centres)."""
+    rays_o = torch.tensor([0.0, 0.0, 1.5], dtype=torch.float64).expand(1, rays, 3).clone()
+    angle = torch.rand(1, rays, generator=g, dtype=torch.float64) * 2 * math.pi
+    dist = 4 + torch.rand(1, rays, generator=g, dtype=torch.float64) * 10
+    hits = torch.stack([dist * angle.cos(), dist * angle.sin(), torch.zeros_like(dist)], -1)
+    depth = (hits - rays_o).norm(dim=-1)
+    return {
+        "rays_o": rays_o,
+        "rays_d": (hits - rays_o) / depth.unsqueeze(-1),
+        "ray_depth": depth,
+        "ray_class": torch.full((1, rays), ground_class),
+        "ray_valid": torch.ones(1, rays, dtype=torch.bool),
+    }
+
+
+def test_line_of_sight_matches_trilinear_points_in_float64():
+    g = torch.Generator().manual_seed(3)
+    density = (torch.rand(1, *LOS_GRID.shape, generator=g, dtype=torch.float64) * 20).requires_grad_()
+    batch = _grazing_rays(64, g)
+    batch["ray_valid"] = torch.rand(1, 64, generator=g) > 0.2
+    batch["ray_class"] = torch.where(torch.rand(1, 64, generator=g) > 0.5, 11, 15)  # road or building
+    torch.manual_seed(11)
+    loss = line_of_sight_free_space(density, batch, LOS_GRID, 8.5, samples_per_ray=4)
+
+    # the same draws, followed by hand: stratified t in [t_near, depth - clearance]
+    torch.manual_seed(11)
+    u = (torch.arange(4) + torch.rand(1, 64, 4, dtype=torch.float64)) / 4
+    rays_o, rays_d, depth = batch["rays_o"], batch["rays_d"], batch["ray_depth"]
+    clearance = torch.where(batch["ray_class"] == 11, 0.8 / rays_d[..., 2].abs(), 1.6)
+    t_end = depth - clearance  # the camera is inside the box: t_near = 0
+    points = rays_o.unsqueeze(-2) + (u * t_end.unsqueeze(-1)).unsqueeze(-1) * rays_d.unsqueeze(-2)
+    index, weight = trilinear_corners(points, LOS_GRID)
+    values = (density.flatten()[index] * weight).sum(-1)
+    per_ray = F.softplus(values - 8.5).mean(-1)
+    usable = batch["ray_valid"] & (t_end > 0)
+    torch.testing.assert_close(loss, per_ray[usable].mean())
+    assert usable.sum() > 40  # most rays take part
+
+
+def test_line_of_sight_lowers_the_air_and_leaves_the_surfaces_alone():
+    g = torch.Generator().manual_seed(0)
+    batch = _grazing_rays(256, g)
+    density = torch.zeros(1, *LOS_GRID.shape, dtype=torch.float64)
+    density[..., 0] = 30.0  # the ground layer (centre z = 0), where every ray ends
+    ground = line_of_sight_free_space(density, batch, LOS_GRID, 8.5)
+    density[..., 2] = 30.0  # occupied air at 1.6 m: the rays leave the camera (1.5 m) through it
+    density.requires_grad_()
+    air = line_of_sight_free_space(density, batch, LOS_GRID, 8.5)
+    air.backward()
+    assert air > ground
+    assert density.grad[..., 2].sum() > 0  # descent lowers the air layer ...
+    assert density.grad[..., 0].abs().sum() == 0  # ... and never touches the ground layer
+    # unlabelled rays give nothing, nor do horizontal rays to the ground (never a voxel's height from it)
+    assert line_of_sight_free_space(density, batch | {"ray_valid": ~batch["ray_valid"]}, LOS_GRID, 8.5) == 0
+    flat = batch["rays_d"].clone()
+    flat[..., 2] = 0
+    assert line_of_sight_free_space(density, batch | {"rays_d": flat}, LOS_GRID, 8.5) == 0
+
+    # a horizontal ray to a wall (x = 10 m, a voxel centre) stops two voxels short of it
+    wall = torch.zeros(1, *LOS_GRID.shape, dtype=torch.float64)
+    wall[:, 32] = 30.0
+    wall[:, 20] = 30.0  # occupied air at x = 0.4 m
+    wall.requires_grad_()
+    to_wall = {
+        "rays_o": torch.tensor([[[0.0, 0.0, 1.6]]], dtype=torch.float64),
+        "rays_d": torch.tensor([[[1.0, 0.0, 0.0]]], dtype=torch.float64),
+        "ray_depth": torch.tensor([[10.0]], dtype=torch.float64),
+        "ray_class": torch.tensor([[15]]),  # manmade
+        "ray_valid": torch.tensor([[True]]),
+    }
+    line_of_sight_free_space(wall, to_wall, LOS_GRID, 8.5).backward()
+    assert wall.grad[:, 20].sum() > 0 and wall.grad[:, 32].abs().sum() == 0
 
 
 def test_rendering_losses_match_their_definitions_and_weights():

@@ -50,6 +50,9 @@ OCC3D_COLORS = np.array(
     dtype=np.uint8,
 )
 
+# Horizontal surfaces: driveable_surface, other_flat, sidewalk, terrain.
+GROUND_CLASSES: tuple[int, ...] = (11, 12, 13, 14)
+
 # Objects that move between keyframes; their pixels from neighbour frames would paint ghosts into the
 # key frame's grid. Barrier is static although it is a movable_object in nuScenes.
 DYNAMIC_CLASSES: tuple[int, ...] = (2, 3, 4, 5, 6, 7, 9, 10)

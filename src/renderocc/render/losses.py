@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -9,8 +10,11 @@ import torch
 import torch.nn.functional as F
 
 from renderocc.config import LossConfig
+from renderocc.core.classes import GROUND_CLASSES
+from renderocc.core.grid import VoxelGrid
 from renderocc.data.batch import Batch
 from renderocc.render.output import RenderOutput
+from renderocc.render.sampling import ray_box_intersection
 
 
 def class_weights_from_counts(counts: torch.Tensor | Sequence[float]) -> torch.Tensor:
@@ -73,6 +77,42 @@ def free_space_prior(density: torch.Tensor, threshold: float) -> torch.Tensor:
     threshold. This prior pulls every voxel below the read-out threshold (free) unless rays hold it up.
     """
     return F.softplus(density.float() - threshold).mean()
+
+
+def line_of_sight_free_space(
+    density: torch.Tensor, batch: Batch, grid: VoxelGrid, threshold: float, samples_per_ray: int = 8
+) -> torch.Tensor:
+    """Mean softplus(density - threshold) at random points that labelled rays cross before their LiDAR point,
+    clear of the surface it lies on; 0 if there are none.
+
+    density [B, X, Y, Z]; batch needs rays_o and unit rays_d [B, R, 3] in the grid frame, ray_depth [B, R]
+    (metres along the ray, > 0 where labelled), ray_class and ray_valid [B, R]. A pixel's depth label says
+    its ray crosses free space up to the point, but the expected-depth loss barely notices a nearly
+    transparent voxel (density 10 stops 1 % of a ray per metre) that the read-out counts as occupied.
+    Clear of the surface: a voxel's height from a ground point (GROUND_CLASSES), since a grazing ray runs
+    through the upper half of the ground's own occupied voxels for metres before it hits; two voxels along
+    the ray before any other point.
+    """
+    rays_o, rays_d, ray_depth = batch["rays_o"], batch["rays_d"], batch["ray_depth"]
+    ground = functools.reduce(torch.logical_or, (batch["ray_class"] == c for c in GROUND_CLASSES))
+    b, r, _ = rays_o.shape
+    k = samples_per_ray
+    t_near, t_far = ray_box_intersection(rays_o, rays_d, grid)
+    rise = grid.voxel_size / rays_d[..., 2].abs().clamp_min(1e-6)  # ray length that climbs one voxel
+    clearance = torch.where(ground, rise, torch.full_like(rise, 2 * grid.voxel_size))
+    t_end = torch.minimum(ray_depth - clearance, t_far)
+    usable = batch["ray_valid"].bool() & (ray_depth > 0) & (t_end > t_near)
+    # stratified: one uniform point in each of k equal parts of [t_near, t_end]
+    jitter = torch.rand(b, r, k, device=rays_o.device, dtype=rays_o.dtype)
+    u = (torch.arange(k, device=rays_o.device) + jitter) / k
+    t = t_near.unsqueeze(-1) + u * (t_end - t_near).clamp_min(0).unsqueeze(-1)
+    points = rays_o.unsqueeze(-2) + t.unsqueeze(-1) * rays_d.unsqueeze(-2)  # [B, R, K, 3]
+    # grid_sample with align_corners=False and border padding is the renderer's voxel-centre convention
+    coords = grid.normalize(points.to(density.dtype)).flip(-1).reshape(b, 1, r, k, 3)
+    values = F.grid_sample(density.unsqueeze(1), coords, align_corners=False, padding_mode="border")
+    values = values.view(b, r, k).to(torch.promote_types(density.dtype, torch.float32))
+    penalty = F.softplus(values - threshold).mean(-1)
+    return _masked_mean(penalty, usable)
 
 
 def rendering_losses(
