@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from renderocc.config import LossConfig, get_preset
 from renderocc.core.grid import VoxelGrid
 from renderocc.render import fused, volume_render
-from renderocc.render.losses import class_weights_from_counts, rendering_losses
+from renderocc.render.losses import class_weights_from_counts, line_of_sight_free_space, rendering_losses
 
 
 def make_field(kind: str, grid: VoxelGrid, batch: int, classes: int, device: str, seed: int) -> tuple:
@@ -82,22 +82,21 @@ def step(field, rays, grid, step_size, impl, cfg, weights, backward: bool = True
     return loss
 
 
-def time_step(
-    field, rays, grid, step_size, impl, cfg, weights, repeats: int, device: str, backward: bool = True
-) -> tuple[float, float]:
-    """Median ms of forward (+ backward), and peak memory above the inputs in MB."""
+def time_fn(fn, leaves, repeats: int, device: str) -> tuple[float, float]:
+    """Median ms of fn() (gradients of leaves cleared before each call), and peak memory above the inputs
+    in MB (CUDA only)."""
 
     def run():
-        for t in field:
+        for t in leaves:
             t.grad = None
-        step(field, rays, grid, step_size, impl, cfg, weights, backward)
+        fn()
 
     for _ in range(2):
         run()
     times = []
     if device == "cuda":
         torch.cuda.synchronize()
-        for t in field:
+        for t in leaves:
             t.grad = None
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
@@ -116,6 +115,26 @@ def time_step(
             times.append(1e3 * (time.perf_counter() - start))
         peak = float("nan")
     return statistics.median(times), peak
+
+
+def time_step(
+    field, rays, grid, step_size, impl, cfg, weights, repeats: int, device: str, backward: bool = True
+) -> tuple[float, float]:
+    """Median ms of forward (+ backward) of rendering + losses, and peak memory above the inputs in MB."""
+    return time_fn(
+        lambda: step(field, rays, grid, step_size, impl, cfg, weights, backward), field, repeats, device
+    )
+
+
+def time_line_of_sight(field, rays, grid, threshold: float, repeats: int, device: str) -> tuple[float, float]:
+    """Median ms of forward + backward of the line-of-sight free-space loss (8 points per ray)."""
+    density = field[0]
+    return time_fn(
+        lambda: line_of_sight_free_space(density, rays, grid, threshold).backward(),
+        (density,),
+        repeats,
+        device,
+    )
 
 
 def check(grid, step_size, classes, device) -> list[dict]:
@@ -194,7 +213,8 @@ def main() -> int:
     classes = 17
     weights = class_weights_from_counts(torch.logspace(4, 9, classes)).to(args.device)
     cfg = LossConfig()
-    results = {"device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu", "rows": []}
+    device_name = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
+    results = {"device": device_name, "rows": [], "line_of_sight": []}
     if args.device == "cuda":
         grid, step_size, rays_per_sample, batches = VoxelGrid(), 0.2, 38_400, (1, 2)
         impls = ("triton",) if args.no_reference else ("triton", "torch")
@@ -245,6 +265,13 @@ def main() -> int:
                     f"{kind:8s} B={batch} {impl:6s} {ms:9.2f} ms {mb:8.1f} MB, forward only {fwd_ms:.2f} ms",
                     flush=True,
                 )
+            # opt-in loss (loss.line_of_sight), timed on its own: forward + backward
+            los_ms, los_mb = time_line_of_sight(
+                field, rays, grid, cfg.occupancy_threshold, args.repeats, args.device
+            )
+            results["line_of_sight"].append(
+                dict(field=kind, batch=batch, median_ms=los_ms, peak_extra_mb=los_mb)
+            )
     setting = f"{rays_per_sample} rays/sample, grid {grid.shape} x {classes}, step {step_size} m"
     config = results.get("config")
     print(f"\n{results['device']}: {setting}" + (f", fused config {config}" if config else ""))
@@ -254,6 +281,10 @@ def main() -> int:
         cells = f"{r['median_ms']:10.2f} {r['ms_per_sample']:10.2f} {r['peak_extra_mb']:9.1f}"
         cells += f" {r['forward_ms']:8.2f}"
         print(f"{r['field']:8s} {r['batch']:2d} {r['impl']:6s} {cells}")
+    print("\nline-of-sight loss (8 points per ray), forward + backward")
+    print(f"{'field':8s} {'B':>2s} {'median ms':>10s}")
+    for r in results["line_of_sight"]:
+        print(f"{r['field']:8s} {r['batch']:2d} {r['median_ms']:10.2f}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)

@@ -85,7 +85,7 @@ class LossConfig:
     free_space: float = 0.1
     # 2D: free space at points that labelled rays cross, clear of their LiDAR point (render.losses.
     # line_of_sight_free_space); not in the reference. 0.1 with density_init 6 lifted the r50 study's RayIoU
-    # from 8.2 to 12.1 for about 10 % of the training rate; off until the ablations are re-run with it.
+    # from 8.2 to 12.1; off until the study's ablations and speed tables are re-run with it.
     line_of_sight: float = 0.0
     lidar_depth: float = 0.05  # auxiliary loss on the view transformer's depth distribution
     occupancy_3d: float = 1.0  # 3D free/occupied CE (only with 3d supervision)
