@@ -85,20 +85,12 @@ def training_losses(
 
     Every setting keeps the view transformer's LiDAR depth loss, as the published models do.
     """
-    from renderocc.render.losses import free_space_prior, line_of_sight_free_space
     from renderocc.render.voxel_losses import voxel_losses
 
     outputs = model(batch)
     losses = {"lidar_depth": preset.loss.lidar_depth * raw_model.depth_loss(outputs, batch)}
     if "2d" in supervision:
         losses |= rendered_losses(outputs["density"], outputs["semantics"], batch, preset, class_weights)
-        threshold = preset.loss.occupancy_threshold
-        if preset.loss.free_space:
-            prior = free_space_prior(outputs["density"], threshold)
-            losses["free_space"] = preset.loss.free_space * prior
-        if preset.loss.line_of_sight:
-            free = line_of_sight_free_space(outputs["density"], batch, preset.grid, threshold)
-            losses["line_of_sight"] = preset.loss.line_of_sight * free
     if "3d" in supervision:
         gt = batch["voxel_semantics"]
         losses |= voxel_losses(
@@ -116,10 +108,10 @@ def training_losses(
 def rendered_losses(
     density: torch.Tensor, semantics: torch.Tensor, batch: dict, preset: Preset, class_weights: torch.Tensor
 ) -> dict[str, torch.Tensor]:
-    """Weighted 2D losses of the batch's rays rendered through density [B, X, Y, Z] and semantics
-    [B, X, Y, Z, K]."""
+    """Weighted 2D losses: the batch's rays rendered through density [B, X, Y, Z] and semantics
+    [B, X, Y, Z, K], and the free-space priors."""
     from renderocc.render import volume_render
-    from renderocc.render.losses import rendering_losses
+    from renderocc.render.losses import free_space_prior, line_of_sight_free_space, rendering_losses
 
     r = preset.render
     rendered = volume_render(
@@ -133,7 +125,14 @@ def rendered_losses(
         r.skip_threshold,
         r.implementation,
     )
-    return rendering_losses(rendered, batch, preset.loss, class_weights)
+    losses = rendering_losses(rendered, batch, preset.loss, class_weights)
+    threshold = preset.loss.occupancy_threshold
+    if preset.loss.free_space:
+        losses["free_space"] = preset.loss.free_space * free_space_prior(density, threshold)
+    if preset.loss.line_of_sight:
+        free = line_of_sight_free_space(density, batch, preset.grid, threshold)
+        losses["line_of_sight"] = preset.loss.line_of_sight * free
+    return losses
 
 
 def total_iterations(preset: Preset, opts: TrainOptions, train_samples: int, world_size: int) -> int:
