@@ -27,6 +27,14 @@ def test_ray_in_a_face_plane_counts_as_inside():
     assert (t_near.item(), t_far.item()) == (1.0, 5.0)
 
 
+def test_padding_rays_with_zero_direction_miss():
+    # the loader pads a short ray list with rays_o = rays_d = 0: inside the box, but not a ray
+    rays_o = torch.zeros(2, 3)
+    rays_d = torch.tensor([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
+    t_near, t_far = ray_box_intersection(rays_o, rays_d, GRID)
+    assert sample_counts(t_near, t_far, 0.5).tolist() == [0, 4]
+
+
 def test_sample_counts_keep_samples_before_the_exit():
     t_near = torch.zeros(4)
     t_far = torch.tensor([1.0, 1.05, 0.95, 0.0])

@@ -30,7 +30,8 @@ def ray_box_intersection(
     rays_o, rays_d [..., 3] -> (t_near [...], t_far [...]) with t_near >= 0. Rays that miss the box,
     or whose box segment lies behind the origin, get t_far <= t_near. A direction component of exactly
     zero (a ray parallel to a pair of faces) constrains nothing when the origin lies between those faces
-    and misses the box otherwise.
+    and misses the box otherwise. A zero direction (a padding ray) misses: it would otherwise get an
+    endless segment, and the renderer would march it until its transmittance ran out.
     """
     lo, hi = _box(grid, rays_o.device, rays_o.dtype)
     parallel = rays_d == 0
@@ -42,7 +43,7 @@ def ray_box_intersection(
     t_enter = torch.where(parallel, torch.where(inside_slab, -inf, inf), torch.minimum(t_lo, t_hi))
     t_exit = torch.where(parallel, torch.where(inside_slab, inf, -inf), torch.maximum(t_lo, t_hi))
     t_near = t_enter.amax(-1).clamp_min(0.0)
-    t_far = t_exit.amin(-1)
+    t_far = torch.where(parallel.all(-1), torch.zeros_like(t_near), t_exit.amin(-1))
     return t_near, t_far
 
 
