@@ -23,7 +23,12 @@ import torch.nn.functional as F
 from renderocc.config import LossConfig, get_preset
 from renderocc.core.grid import VoxelGrid
 from renderocc.render import fused, volume_render
-from renderocc.render.losses import class_weights_from_counts, line_of_sight_free_space, rendering_losses
+from renderocc.render.losses import (
+    class_weights_from_counts,
+    line_of_sight_free_space,
+    rendering_losses,
+    surface_losses,
+)
 
 
 def make_field(kind: str, grid: VoxelGrid, batch: int, classes: int, device: str, seed: int) -> tuple:
@@ -126,15 +131,24 @@ def time_step(
     )
 
 
-def time_line_of_sight(field, rays, grid, threshold: float, repeats: int, device: str) -> tuple[float, float]:
-    """Median ms of forward + backward of the line-of-sight free-space loss (8 points per ray)."""
-    density = field[0]
-    return time_fn(
-        lambda: line_of_sight_free_space(density, rays, grid, threshold).backward(),
-        (density,),
-        repeats,
-        device,
-    )
+def time_ray_terms(field, rays, grid, threshold: float, repeats: int, device: str) -> dict[str, tuple]:
+    """Median ms and peak extra MB of forward + backward of each 2D term outside the renderer:
+    line of sight (8 points per ray) and the LiDAR point's voxel (occupancy + semantics)."""
+    density, semantics = field
+
+    def surface():
+        occupancy, semantic = surface_losses(density, semantics, rays, grid, threshold)
+        (occupancy + semantic).backward()
+
+    return {
+        "line_of_sight": time_fn(
+            lambda: line_of_sight_free_space(density, rays, grid, threshold).backward(),
+            (density,),
+            repeats,
+            device,
+        ),
+        "surface": time_fn(surface, field, repeats, device),
+    }
 
 
 def check(grid, step_size, classes, device) -> list[dict]:
@@ -214,7 +228,7 @@ def main() -> int:
     weights = class_weights_from_counts(torch.logspace(4, 9, classes)).to(args.device)
     cfg = LossConfig()
     device_name = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
-    results = {"device": device_name, "rows": [], "line_of_sight": []}
+    results = {"device": device_name, "rows": [], "ray_terms": []}
     if args.device == "cuda":
         grid, step_size, rays_per_sample, batches = VoxelGrid(), 0.2, 38_400, (1, 2)
         impls = ("triton",) if args.no_reference else ("triton", "torch")
@@ -265,13 +279,12 @@ def main() -> int:
                     f"{kind:8s} B={batch} {impl:6s} {ms:9.2f} ms {mb:8.1f} MB, forward only {fwd_ms:.2f} ms",
                     flush=True,
                 )
-            # opt-in loss (loss.line_of_sight), timed on its own: forward + backward
-            los_ms, los_mb = time_line_of_sight(
-                field, rays, grid, cfg.occupancy_threshold, args.repeats, args.device
-            )
-            results["line_of_sight"].append(
-                dict(field=kind, batch=batch, median_ms=los_ms, peak_extra_mb=los_mb)
-            )
+            # the 2D terms outside the renderer (loss.line_of_sight, loss.surface), each timed on its own
+            terms = time_ray_terms(field, rays, grid, cfg.occupancy_threshold, args.repeats, args.device)
+            for term, (ms, mb) in terms.items():
+                results["ray_terms"].append(
+                    dict(term=term, field=kind, batch=batch, median_ms=ms, peak_extra_mb=mb)
+                )
     setting = f"{rays_per_sample} rays/sample, grid {grid.shape} x {classes}, step {step_size} m"
     config = results.get("config")
     print(f"\n{results['device']}: {setting}" + (f", fused config {config}" if config else ""))
@@ -281,10 +294,11 @@ def main() -> int:
         cells = f"{r['median_ms']:10.2f} {r['ms_per_sample']:10.2f} {r['peak_extra_mb']:9.1f}"
         cells += f" {r['forward_ms']:8.2f}"
         print(f"{r['field']:8s} {r['batch']:2d} {r['impl']:6s} {cells}")
-    print("\nline-of-sight loss (8 points per ray), forward + backward")
-    print(f"{'field':8s} {'B':>2s} {'median ms':>10s}")
-    for r in results["line_of_sight"]:
-        print(f"{r['field']:8s} {r['batch']:2d} {r['median_ms']:10.2f}")
+    print("\n2D terms outside the renderer, forward + backward")
+    print(f"{'term':14s} {'field':8s} {'B':>2s} {'median ms':>10s} {'extra MB':>9s}")
+    for r in results["ray_terms"]:
+        cells = f"{r['median_ms']:10.2f} {r['peak_extra_mb']:9.1f}"
+        print(f"{r['term']:14s} {r['field']:8s} {r['batch']:2d} {cells}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)

@@ -27,6 +27,8 @@ from renderocc.core.classes import OCC3D_CLASSES
 
 VERSION = "v1.0-synthetic"
 
+RENDER_ONLY = {"line_of_sight": 0.0, "surface": 0.0, "render_outside_points": True}
+
 # setting -> (supervision, changes to the preset by section)
 SETTINGS: dict[str, tuple[str, dict]] = {
     "2d": ("2d", {}),
@@ -37,17 +39,21 @@ SETTINGS: dict[str, tuple[str, dict]] = {
     "rays-9600": ("2d", {"data": {"max_rays": 9_600}}),
     "rays-38400": ("2d", {"data": {"max_rays": 38_400}}),
     "rays-76800": ("2d", {"data": {"max_rays": 76_800}}),
-    "silog-0.85": ("2d", {"loss": {"silog_variance_focus": 0.85}}),  # the reference's depth loss
-    # the density head starting below the read-out threshold (sigma 4e-4 / m), or transparent with no prior
-    "init-6": ("2d", {"model": {"density_init": 6.0}}),
-    "transparent": ("2d", {"model": {"density_init": None}, "loss": {"free_space": 0.0}}),
-    # free space along the labelled rays (from the density start below the read-out threshold)
-    "los-0.1": ("2d", {"model": {"density_init": 6.0}, "loss": {"line_of_sight": 0.1}}),
-    "los-0.3": ("2d", {"model": {"density_init": 6.0}, "loss": {"line_of_sight": 0.3}}),
+    # what the 2D recipe's additions bring: all of them off (rendering losses and the all-voxel prior, every
+    # voxel starting above the read-out: the recipe before 2026-11-24; also with 3D labels), and some of them
+    # off or changed
+    "render-only": ("2d", {"model": {"density_init": 10.0}, "loss": RENDER_ONLY}),
+    "render-only+3d": ("2d+3d", {"model": {"density_init": 10.0}, "loss": RENDER_ONLY}),
+    "no-surface": ("2d", {"loss": {"surface": 0.0}}),
+    "no-line-of-sight": ("2d", {"loss": {"line_of_sight": 0.0}}),
+    "free-space-1": ("2d", {"loss": {"free_space": 1.0}}),  # the all-voxel prior 10x stronger
     # the reference's 2D recipe: every voxel starts transparent, no free-space prior, SILog focus 0.85
     "reference-2d": (
         "2d",
-        {"model": {"density_init": None}, "loss": {"free_space": 0.0, "silog_variance_focus": 0.85}},
+        {
+            "model": {"density_init": None},
+            "loss": RENDER_ONLY | {"free_space": 0.0, "silog_variance_focus": 0.85},
+        },
     ),
 }
 

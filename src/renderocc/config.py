@@ -47,14 +47,12 @@ class ModelConfig:
     encoder_channels: tuple[int, int, int] = (32, 64, 128)
     encoder_layers: tuple[int, int, int] = (1, 2, 4)
     head_hidden: int = 64
-    # Initial density head output. With render.density_shift, 10.0 starts every voxel at sigma 0.025/m (a 40 m
-    # ray about 60 % opaque). None keeps PyTorch's init (about 0.7): every voxel starts transparent, as the
-    # reference does, but transparent space passes almost no gradient (d sigma / d density = sigmoid(density +
-    # shift), about 1e-6), so 2D-only training idles until the head has climbed ~10 units. 10 sits above the
-    # 8.5 read-out, though: voxels that no labelled ray constrains read out occupied. 6.0 (sigma 4e-4/m)
-    # scored better in the r50 study (6.6 vs 5.9 mIoU); 10.0 stays the default until the ablations are re-run
-    # on it.
-    density_init: float | None = 10.0
+    # Initial density head output. With render.density_shift, 6.0 starts every voxel at sigma 4e-4/m, below
+    # the 8.5 read-out: voxels that no labelled ray constrains read out free. None keeps PyTorch's init (about
+    # 0.7): every voxel starts transparent, as the reference does, but transparent space passes almost no
+    # gradient (d sigma / d density = sigmoid(density + shift), about 1e-6), so 2D-only training idles until
+    # the head has climbed. 10.0 (sigma 0.025/m) learns fastest but reads out occupied wherever no ray looks.
+    density_init: float | None = 6.0
     num_classes: int = 17
 
 
@@ -84,9 +82,14 @@ class LossConfig:
     # threshold; not in the reference, which relies on its transparent start instead (see density_init)
     free_space: float = 0.1
     # 2D: free space at points that labelled rays cross, clear of their LiDAR point (render.losses.
-    # line_of_sight_free_space); not in the reference. 0.1 with density_init 6 lifted the r50 study's RayIoU
-    # from 8.2 to 12.1; off until the study's ablations and speed tables are re-run with it.
-    line_of_sight: float = 0.0
+    # line_of_sight_free_space); not in the reference
+    line_of_sight: float = 1.0
+    # 2D: the voxel holding each labelled ray's LiDAR point reads out occupied with the pixel's class
+    # (render.losses.surface_losses); not in the reference
+    surface: float = 1.0
+    # 2D: rays whose LiDAR point lies outside the grid box also enter the depth and semantic losses, as in the
+    # reference; False leaves them to the line-of-sight term (render.losses.labelled_in_grid says why)
+    render_outside_points: bool = False
     lidar_depth: float = 0.05  # auxiliary loss on the view transformer's depth distribution
     occupancy_3d: float = 1.0  # 3D free/occupied CE (only with 3d supervision)
     semantic_3d: float = 1.0  # 3D semantics of occupied voxels (only with 3d supervision)
@@ -159,9 +162,10 @@ PRESETS: dict[str, Preset] = {
             encoder_channels=(16, 32, 64),
             encoder_layers=(1, 1, 1),
             head_hidden=32,
-            # At this preset's lr (2e-3) the head leaves the transparent start within the first hundred steps;
-            # after 1,000 CPU steps the transparent start scored 4.3 mIoU, density_init 10 + free-space prior
-            # 3.7 (the r50 study, at lr 1e-4, favours the latter: see the README).
+            # At this preset's lr (2e-3) the head leaves the transparent start within the first hundred steps.
+            # After 1,000 CPU steps with the rendering-only losses, the transparent start scored 4.3 mIoU and
+            # density_init 10 + free-space prior 3.7; with line of sight and the point voxel (the loss
+            # defaults) the transparent start scores 5.6.
             density_init=None,
         ),
         render=RenderConfig(step_size=0.8),  # half a voxel, as in the paper's setting

@@ -4,9 +4,10 @@
     torchrun --nproc-per-node 8 -m renderocc.cli train --preset swinb-512x1408 --dataroot D --out RUN
 
 One step: a batch whose content depends only on (seed, step) -> the network's density and semantic grids
--> volume rendering along the batch's LiDAR-labelled camera rays -> rendering losses (and/or 3D voxel
-losses) -> AdamW with grad-norm clipping -> EMA of the weights. Checkpoints every `checkpoint_every`
-steps hold everything needed to continue bit-for-bit with --resume.
+-> volume rendering along the batch's LiDAR-labelled camera rays -> 2D losses on those rays (rendering, line
+of sight, the LiDAR point's voxel) and/or 3D voxel losses -> AdamW with grad-norm clipping -> EMA of the
+weights. Checkpoints every `checkpoint_every` steps hold everything needed to continue bit-for-bit with
+--resume.
 """
 
 from __future__ import annotations
@@ -80,8 +81,8 @@ def training_losses(
     supervision: str,
     class_weights: torch.Tensor,
 ) -> dict[str, torch.Tensor]:
-    """Weighted loss terms of one batch. 2D: rendering losses along the labelled rays and the free-space
-    priors; 3D: voxel losses.
+    """Weighted loss terms of one batch. 2D: rendering losses along the labelled rays, the free-space priors
+    and the LiDAR points' voxels; 3D: voxel losses.
 
     Every setting keeps the view transformer's LiDAR depth loss, as the published models do.
     """
@@ -109,9 +110,15 @@ def rendered_losses(
     density: torch.Tensor, semantics: torch.Tensor, batch: dict, preset: Preset, class_weights: torch.Tensor
 ) -> dict[str, torch.Tensor]:
     """Weighted 2D losses: the batch's rays rendered through density [B, X, Y, Z] and semantics
-    [B, X, Y, Z, K], and the free-space priors."""
+    [B, X, Y, Z, K], the free-space priors and the voxels that hold the rays' LiDAR points."""
     from renderocc.render import volume_render
-    from renderocc.render.losses import free_space_prior, line_of_sight_free_space, rendering_losses
+    from renderocc.render.losses import (
+        free_space_prior,
+        labelled_in_grid,
+        line_of_sight_free_space,
+        rendering_losses,
+        surface_losses,
+    )
 
     r = preset.render
     rendered = volume_render(
@@ -125,13 +132,22 @@ def rendered_losses(
         r.skip_threshold,
         r.implementation,
     )
-    losses = rendering_losses(rendered, batch, preset.loss, class_weights)
-    threshold = preset.loss.occupancy_threshold
-    if preset.loss.free_space:
-        losses["free_space"] = preset.loss.free_space * free_space_prior(density, threshold)
-    if preset.loss.line_of_sight:
-        free = line_of_sight_free_space(density, batch, preset.grid, threshold)
-        losses["line_of_sight"] = preset.loss.line_of_sight * free
+    cfg, grid = preset.loss, preset.grid
+    rendered_rays = (
+        batch if cfg.render_outside_points else batch | {"ray_valid": labelled_in_grid(batch, grid)}
+    )
+    losses = rendering_losses(rendered, rendered_rays, cfg, class_weights)
+    threshold = cfg.occupancy_threshold
+    if cfg.free_space:
+        losses["free_space"] = cfg.free_space * free_space_prior(density, threshold)
+    if cfg.line_of_sight:
+        losses["line_of_sight"] = cfg.line_of_sight * line_of_sight_free_space(
+            density, batch, grid, threshold
+        )
+    if cfg.surface:
+        occupancy, semantic = surface_losses(density, semantics, batch, grid, threshold, class_weights)
+        losses["surface_occupancy"] = cfg.surface * occupancy
+        losses["surface_semantic"] = cfg.surface * semantic
     return losses
 
 

@@ -11,9 +11,11 @@ from renderocc.render import RenderOutput
 from renderocc.render.losses import (
     class_weights_from_counts,
     free_space_prior,
+    labelled_in_grid,
     line_of_sight_free_space,
     rendering_losses,
     silog_loss,
+    surface_losses,
     transmittance_entropy,
 )
 from renderocc.render.sampling import trilinear_corners
@@ -153,6 +155,67 @@ def test_line_of_sight_lowers_the_air_and_leaves_the_surfaces_alone():
     }
     line_of_sight_free_space(wall, to_wall, LOS_GRID, 8.5).backward()
     assert wall.grad[:, 20].sum() > 0 and wall.grad[:, 32].abs().sum() == 0
+
+
+def _scattered_rays(rays: int, g: torch.Generator) -> dict[str, torch.Tensor]:
+    """Labelled rays from the box centre to random points, about a fifth of them outside the box."""
+    lo, hi = (
+        torch.tensor(LOS_GRID.lower, dtype=torch.float64),
+        torch.tensor(LOS_GRID.upper, dtype=torch.float64),
+    )
+    points = lo - 0.1 * (hi - lo) + torch.rand(1, rays, 3, generator=g, dtype=torch.float64) * 1.2 * (hi - lo)
+    rays_o = ((lo + hi) / 2).expand(1, rays, 3).clone()
+    depth = (points - rays_o).norm(dim=-1)
+    return {
+        "rays_o": rays_o,
+        "rays_d": (points - rays_o) / depth.unsqueeze(-1),
+        "ray_depth": depth,
+        "ray_class": torch.randint(0, 5, (1, rays), generator=g),
+        "ray_valid": torch.rand(1, rays, generator=g) > 0.2,
+    }
+
+
+def test_labelled_in_grid_keeps_valid_rays_with_a_point_in_the_box():
+    g = torch.Generator().manual_seed(5)
+    batch = _scattered_rays(200, g)
+    batch["ray_depth"][0, :10] = 0.0  # no depth label
+    points = batch["rays_o"] + batch["ray_depth"].unsqueeze(-1) * batch["rays_d"]
+    inside = LOS_GRID.contains(points)
+    expected = batch["ray_valid"] & inside & (batch["ray_depth"] > 0)
+    assert torch.equal(labelled_in_grid(batch, LOS_GRID), expected)
+    assert 0 < (batch["ray_valid"] & ~inside).sum() < 100  # some valid rays end outside the box
+
+
+def test_surface_losses_match_the_point_voxels_in_float64():
+    g = torch.Generator().manual_seed(4)
+    density = (torch.rand(1, *LOS_GRID.shape, generator=g, dtype=torch.float64) * 20).requires_grad_()
+    semantics = torch.randn(1, *LOS_GRID.shape, 5, generator=g, dtype=torch.float64).requires_grad_()
+    weights = torch.tensor([0.5, 1.0, 2.0, 1.5, 1.0], dtype=torch.float64)
+    batch = _scattered_rays(300, g)
+    occupancy, semantic = surface_losses(density, semantics, batch, LOS_GRID, 8.5, weights)
+
+    # by hand: the voxel that holds each point inside the box
+    points = batch["rays_o"] + batch["ray_depth"].unsqueeze(-1) * batch["rays_d"]
+    usable = batch["ray_valid"] & LOS_GRID.contains(points)
+    ix, iy, iz = (
+        ((points[usable] - torch.tensor(LOS_GRID.lower)) / LOS_GRID.voxel_size).floor().long().unbind(-1)
+    )
+    torch.testing.assert_close(occupancy, F.softplus(8.5 - density[0, ix, iy, iz]).mean())
+    labels = batch["ray_class"][usable]
+    torch.testing.assert_close(semantic, F.cross_entropy(semantics[0, ix, iy, iz], labels, weight=weights))
+
+    (occupancy + semantic).backward()
+    touched = torch.zeros(LOS_GRID.shape, dtype=torch.bool)
+    touched[ix, iy, iz] = True
+    assert (density.grad[0][touched] < 0).all()  # descent raises the points' voxels ...
+    assert (density.grad[0][~touched] == 0).all() and (
+        semantics.grad[0][~touched] == 0
+    ).all()  # ... only them
+    # rays that end outside the box give nothing: both terms are 0
+    none = surface_losses(
+        density, semantics, batch | {"ray_valid": batch["ray_valid"] & ~usable}, LOS_GRID, 8.5
+    )
+    assert all(term.item() == 0 for term in none)
 
 
 def test_rendering_losses_match_their_definitions_and_weights():

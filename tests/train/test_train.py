@@ -1,4 +1,5 @@
-"""The training loop on the CPU: exact resume, NaN stop, preset-mismatch refusal, CLI errors."""
+"""The training loop on the CPU: the 2D loss terms, exact resume, NaN stop, preset-mismatch refusal, CLI
+errors."""
 
 from __future__ import annotations
 
@@ -12,7 +13,35 @@ import renderocc.train as train_module
 from renderocc.checkpoint import latest_checkpoint, load_model, load_weights
 from renderocc.cli import main
 from renderocc.config import get_preset
-from renderocc.train import NonFiniteLossError, TrainOptions, train
+from renderocc.train import NonFiniteLossError, TrainOptions, rendered_losses, train
+
+
+def test_rays_to_points_outside_the_grid_are_left_to_the_free_space_terms():
+    preset = tiny_preset()
+    g = torch.Generator().manual_seed(0)
+    density = torch.rand(1, *preset.grid.shape, generator=g) * 20
+    semantics = torch.randn(1, *preset.grid.shape, 17, generator=g)
+    rays_o = torch.tensor([[[0.0, 0.0, 1.5], [0.0, 0.0, 1.5]]])
+    points = torch.tensor([[[10.0, 0.0, 0.0], [10.0, 0.0, 9.0]]])  # the road; a roof above the box (5.4 m)
+    depth = (points - rays_o).norm(dim=-1)
+    batch = {
+        "rays_o": rays_o,
+        "rays_d": (points - rays_o) / depth.unsqueeze(-1),
+        "ray_depth": depth,
+        "ray_class": torch.tensor([[11, 15]]),
+        "ray_valid": torch.tensor([[True, True]]),
+    }
+    weights = torch.ones(17)
+    losses = rendered_losses(density, semantics, batch, preset, weights)
+    assert {"depth", "semantic", "line_of_sight", "surface_occupancy", "surface_semantic"} <= set(losses)
+    road_only = rendered_losses(
+        density, semantics, batch | {"ray_valid": torch.tensor([[True, False]])}, preset, weights
+    )
+    for term in ("depth", "semantic", "surface_occupancy", "surface_semantic"):
+        torch.testing.assert_close(losses[term], road_only[term])
+    assert losses["line_of_sight"] != road_only["line_of_sight"]  # the roof's ray still crosses free space
+    as_reference = preset.replace(loss=dict(render_outside_points=True))
+    assert rendered_losses(density, semantics, batch, as_reference, weights)["depth"] != losses["depth"]
 
 
 def options(prepared, out, **kwargs) -> TrainOptions:

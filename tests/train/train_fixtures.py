@@ -21,7 +21,7 @@ def tiny_preset(iters: int = 4) -> Preset:
             depth_bins=(1.0, 45.0, 4.0),
         ),
         render=dict(step_size=1.6),
-        loss=dict(free_space=0.1, line_of_sight=0.1),  # every 2D term runs
+        loss=dict(free_space=0.1, line_of_sight=0.1, surface=0.1),  # every 2D term runs
         train=dict(
             max_iters=iters, warmup_iters=2, checkpoint_every=2, val_every=iters, num_workers=0, batch_size=1
         ),

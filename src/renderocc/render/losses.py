@@ -115,6 +115,55 @@ def line_of_sight_free_space(
     return _masked_mean(penalty, usable)
 
 
+def labelled_points(batch: Batch) -> torch.Tensor:
+    """The LiDAR point of each ray, rays_o + ray_depth * rays_d: [B, R, 3] (meaningless where unlabelled)."""
+    return batch["rays_o"] + batch["ray_depth"].unsqueeze(-1) * batch["rays_d"]
+
+
+def labelled_in_grid(batch: Batch, grid: VoxelGrid) -> torch.Tensor:
+    """bool [B, R]: valid rays with a depth label whose LiDAR point lies inside the grid box.
+
+    A ray to a point outside (a roof above 5.4 m, a facade beyond 40 m) leaves the box before its depth: a
+    depth or class loss on it would pile density onto the box's border, where the ray exits.
+    """
+    return batch["ray_valid"].bool() & (batch["ray_depth"] > 0) & grid.contains(labelled_points(batch))
+
+
+def surface_losses(
+    density: torch.Tensor,
+    semantics: torch.Tensor,
+    batch: Batch,
+    grid: VoxelGrid,
+    threshold: float,
+    class_weights: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(occupancy, semantic) at the voxel that holds each labelled ray's LiDAR point; 0 if there are none.
+
+    density [B, X, Y, Z], semantics [B, X, Y, Z, C] logits; batch as for `line_of_sight_free_space`.
+    occupancy: mean softplus(threshold - density), pushing the voxel above the read-out threshold;
+    semantic: cross-entropy of its logits with the pixel's class, the class-weighted mean (class_weights
+    [C], None = uniform). Rendering alone cannot say which voxel should read out occupied: a ray's depth is
+    matched as well by a faint haze as by one opaque voxel. The point's voxel is what the 2D label names.
+    """
+    b, r = batch["ray_valid"].shape
+    num_classes = semantics.shape[-1]
+    usable = labelled_in_grid(batch, grid)
+    index = grid.points_to_index(labelled_points(batch))
+    _, ny, nz = grid.shape
+    flat = ((index[..., 0] * ny + index[..., 1]) * nz + index[..., 2]) * usable  # 0 where unusable
+    dtype = torch.promote_types(density.dtype, torch.float32)  # bf16 under autocast: the losses in float32
+    values = density.reshape(b, -1).gather(1, flat).to(dtype)
+    occupancy = _masked_mean(F.softplus(threshold - values), usable)
+
+    logits = semantics.reshape(b, -1, num_classes).gather(1, flat.unsqueeze(-1).expand(b, r, num_classes))
+    labels = torch.where(usable, batch["ray_class"].long(), torch.zeros_like(flat))
+    weight = torch.ones(num_classes, device=semantics.device) if class_weights is None else class_weights
+    weight = weight.to(semantics.device, dtype)[labels] * usable
+    ce = F.cross_entropy(logits.to(dtype).flatten(0, 1), labels.flatten(), reduction="none").view(b, r)
+    semantic = (ce * weight).sum() / weight.sum().clamp_min(1e-12)
+    return occupancy, semantic
+
+
 def rendering_losses(
     out: RenderOutput, batch: Batch, cfg: LossConfig, class_weights: torch.Tensor | None = None
 ) -> dict[str, torch.Tensor]:
