@@ -88,7 +88,7 @@ class LossConfig:
     # (render.losses.surface_losses); not in the reference
     surface: float = 1.0
     # 2D: rays whose LiDAR point lies outside the grid box also enter the depth and semantic losses, as in the
-    # reference; False leaves them to the line-of-sight term (render.losses.labelled_in_grid says why)
+    # reference; False leaves them to the line-of-sight term (render.losses.ends_outside_grid says why)
     render_outside_points: bool = False
     lidar_depth: float = 0.05  # auxiliary loss on the view transformer's depth distribution
     occupancy_3d: float = 1.0  # 3D free/occupied CE (only with 3d supervision)

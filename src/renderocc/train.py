@@ -113,8 +113,8 @@ def rendered_losses(
     [B, X, Y, Z, K], the free-space priors and the voxels that hold the rays' LiDAR points."""
     from renderocc.render import volume_render
     from renderocc.render.losses import (
+        ends_outside_grid,
         free_space_prior,
-        labelled_in_grid,
         line_of_sight_free_space,
         rendering_losses,
         surface_losses,
@@ -133,9 +133,9 @@ def rendered_losses(
         r.implementation,
     )
     cfg, grid = preset.loss, preset.grid
-    rendered_rays = (
-        batch if cfg.render_outside_points else batch | {"ray_valid": labelled_in_grid(batch, grid)}
-    )
+    rendered_rays = batch
+    if not cfg.render_outside_points:
+        rendered_rays = batch | {"ray_valid": batch["ray_valid"].bool() & ~ends_outside_grid(batch, grid)}
     losses = rendering_losses(rendered, rendered_rays, cfg, class_weights)
     threshold = cfg.occupancy_threshold
     if cfg.free_space:

@@ -10,8 +10,8 @@ from renderocc.core.grid import VoxelGrid
 from renderocc.render import RenderOutput
 from renderocc.render.losses import (
     class_weights_from_counts,
+    ends_outside_grid,
     free_space_prior,
-    labelled_in_grid,
     line_of_sight_free_space,
     rendering_losses,
     silog_loss,
@@ -175,15 +175,14 @@ def _scattered_rays(rays: int, g: torch.Generator) -> dict[str, torch.Tensor]:
     }
 
 
-def test_labelled_in_grid_keeps_valid_rays_with_a_point_in_the_box():
+def test_ends_outside_grid_flags_labelled_rays_whose_point_leaves_the_box():
     g = torch.Generator().manual_seed(5)
     batch = _scattered_rays(200, g)
-    batch["ray_depth"][0, :10] = 0.0  # no depth label
+    batch["ray_depth"][0, :10] = 0.0  # no depth label: not known to end outside
     points = batch["rays_o"] + batch["ray_depth"].unsqueeze(-1) * batch["rays_d"]
-    inside = LOS_GRID.contains(points)
-    expected = batch["ray_valid"] & inside & (batch["ray_depth"] > 0)
-    assert torch.equal(labelled_in_grid(batch, LOS_GRID), expected)
-    assert 0 < (batch["ray_valid"] & ~inside).sum() < 100  # some valid rays end outside the box
+    outside = ~LOS_GRID.contains(points) & (batch["ray_depth"] > 0)
+    assert torch.equal(ends_outside_grid(batch, LOS_GRID), outside)
+    assert 0 < outside.sum() < 100  # some rays end outside the box, most inside
 
 
 def test_surface_losses_match_the_point_voxels_in_float64():

@@ -120,13 +120,13 @@ def labelled_points(batch: Batch) -> torch.Tensor:
     return batch["rays_o"] + batch["ray_depth"].unsqueeze(-1) * batch["rays_d"]
 
 
-def labelled_in_grid(batch: Batch, grid: VoxelGrid) -> torch.Tensor:
-    """bool [B, R]: valid rays with a depth label whose LiDAR point lies inside the grid box.
+def ends_outside_grid(batch: Batch, grid: VoxelGrid) -> torch.Tensor:
+    """bool [B, R]: rays with a depth label whose LiDAR point lies outside the grid box.
 
-    A ray to a point outside (a roof above 5.4 m, a facade beyond 40 m) leaves the box before its depth: a
-    depth or class loss on it would pile density onto the box's border, where the ray exits.
+    Such a ray (to a roof above 5.4 m, a facade beyond 40 m) leaves the box before its depth: a depth or
+    class loss on it would pile density onto the box's border, where the ray exits.
     """
-    return batch["ray_valid"].bool() & (batch["ray_depth"] > 0) & grid.contains(labelled_points(batch))
+    return (batch["ray_depth"] > 0) & ~grid.contains(labelled_points(batch))
 
 
 def surface_losses(
@@ -147,7 +147,7 @@ def surface_losses(
     """
     b, r = batch["ray_valid"].shape
     num_classes = semantics.shape[-1]
-    usable = labelled_in_grid(batch, grid)
+    usable = batch["ray_valid"].bool() & (batch["ray_depth"] > 0) & ~ends_outside_grid(batch, grid)
     index = grid.points_to_index(labelled_points(batch))
     _, ny, nz = grid.shape
     flat = ((index[..., 0] * ny + index[..., 1]) * nz + index[..., 2]) * usable  # 0 where unusable
