@@ -105,8 +105,26 @@ def run_setting(name: str, base: Preset, dataroot: Path | None, out: Path, args:
     loader = eval_loader(index, preset.data, "val", 1, args.workers)
     metrics = evaluate_model(model, loader, preset, index, device, rayiou=True, amp=preset.train.amp)
     metrics.update(setting=name, supervision=supervision, steps=int(checkpoint.name.removeprefix("step-")))
+    if args.calibrate:
+        metrics["calibrated"] = calibrated_metrics(model, preset, index, device, args)
     write_json_atomic(result_file, metrics)
     return metrics
+
+
+def calibrated_metrics(model, preset: Preset, index, device: torch.device, args: argparse.Namespace) -> dict:
+    """The held-out metrics again at the read-out threshold that `renderocc calibrate` picks from the
+    training frames' 2D labels, with that threshold and its agreement curve."""
+    from renderocc.eval.calibrate import DEFAULT_THRESHOLDS, calibrate
+    from renderocc.eval.evaluate import evaluate_model
+    from renderocc.train_utils.data import eval_loader
+
+    frames = eval_loader(index, preset.data, "train", 1, args.workers, max_samples=64, with_gts=False)
+    thresholds = torch.tensor(DEFAULT_THRESHOLDS)
+    agreement = calibrate(model, frames, preset, device, thresholds, amp=preset.train.amp)
+    calibrated = preset.replace(loss={"occupancy_threshold": agreement["threshold"]})
+    loader = eval_loader(index, preset.data, "val", 1, args.workers)
+    metrics = evaluate_model(model, loader, calibrated, index, device, rayiou=True, amp=preset.train.amp)
+    return {"agreement": agreement, **metrics}
 
 
 def curves_png(out: Path, names: list[str]) -> Path:
@@ -157,6 +175,15 @@ def tables(results: list[dict], reference: str | None) -> str:
             f"| {r['setting']} | {r['supervision']} | {r['steps']} | {fmt(r['miou'])} | "
             f"{fmt(r.get('rayiou'))} | {ratio} |"
         )
+    calibrated = [r for r in results if r.get("calibrated")]
+    if calibrated:
+        lines += ["", "| setting | read-out chosen from 2D labels | mIoU | RayIoU |", "|---|---|---|---|"]
+        for r in calibrated:
+            c = r["calibrated"]
+            lines.append(
+                f"| {r['setting']} | {c['agreement']['threshold']:.1f} | {fmt(c['miou'])} | "
+                f"{fmt(c.get('rayiou'))} |"
+            )
     names = OCC3D_CLASSES[:17]
     lines += ["", "| setting | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     for r in results:
@@ -184,6 +211,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=12, help="data loader (and 2D label) processes")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-report", action="store_true", help="train and evaluate only; no tables")
+    parser.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="also score each setting at the read-out threshold chosen from 2D labels (renderocc calibrate)",
+    )
     parser.add_argument("--data-only", action="store_true", help="generate and prepare the data, then stop")
     args = parser.parse_args()
     if args.train_scenes < 1 or args.val_scenes < 1 or args.frames < 2:

@@ -14,6 +14,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "model-info": ("renderocc.models.info", "parameter counts and FLOPs of a preset"),
     "train": ("renderocc.train", "train a preset from 2D (and/or 3D) labels"),
     "eval": ("renderocc.eval.cli", "Occ3D mIoU and RayIoU of a checkpoint or of saved predictions"),
+    "calibrate": ("renderocc.eval.calibrate", "the read-out density threshold, chosen from 2D labels only"),
     "infer": ("renderocc.infer", "predict Occ3D-format occupancy for a dataset or a folder of images"),
     "demo": ("renderocc.demo", "make data, train, evaluate and draw pictures, end to end"),
     "vis": ("renderocc.vis.cli", "PNG / video renders of predicted and ground-truth occupancy"),

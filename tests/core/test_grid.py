@@ -21,6 +21,9 @@ def test_index_round_trip_and_contains():
     assert grid.contains(centers).all()
     outside = torch.tensor([[40.0, 0, 0], [0, -40.01, 0], [0, 0, 5.4], [0, 0, -1.0]])
     assert grid.contains(outside).tolist() == [False, False, False, True]
+    # the flat index addresses the same voxel as [x, y, z] in a row-major tensor of the grid's shape
+    volume = torch.arange(grid.shape[0] * grid.shape[1] * grid.shape[2]).view(grid.shape)
+    assert torch.equal(grid.flat_index(index), volume[index[:, 0], index[:, 1], index[:, 2]])
 
 
 def test_normalize_maps_box_to_unit_cube():

@@ -1,4 +1,5 @@
-"""`renderocc infer` on a prepared dataset and on images + calibration, scored by `eval --pred`."""
+"""`renderocc infer` on a prepared dataset and on images + calibration, scored by `eval --pred`; `renderocc
+calibrate` on a checkpoint."""
 
 from __future__ import annotations
 
@@ -109,3 +110,16 @@ def test_infer_missing_checkpoint(tmp_path, capsys):
     ]
     assert main(args) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_calibrate_cli_prints_and_writes_the_threshold(prepared, tiny_run, tmp_path, capsys):
+    out = tmp_path / "readout.json"
+    common = ["--dataroot", str(prepared.dataroot), "--index", str(prepared.root), "--device", "cpu"]
+    args = ["calibrate", "--checkpoint", str(tiny_run), *common, "--max-samples", "2", "--json", str(out)]
+    assert main(args) == 0
+    result = json.loads(out.read_text())
+    assert result["frames"] == 2 and result["split"] == "train"
+    assert result["threshold"] in result["thresholds"] and 0 <= result["iou"] <= 1
+    assert f"best read-out threshold {result['threshold']:.1f}" in capsys.readouterr().out
+    assert main([*args[:-2], "--split", "nope"]) == 2
+    assert "unknown --split 'nope'" in capsys.readouterr().err

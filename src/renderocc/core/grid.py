@@ -45,6 +45,11 @@ class VoxelGrid:
         lo = self.lower_tensor(points.device, points.dtype)
         return torch.floor((points - lo) / self.voxel_size).long()
 
+    def flat_index(self, index: torch.Tensor) -> torch.Tensor:
+        """Position of voxel indices [..., 3] (in range) in the row-major [X * Y * Z] flattening -> [...]."""
+        _, ny, nz = self.shape
+        return (index[..., 0] * ny + index[..., 1]) * nz + index[..., 2]
+
     def index_to_points(self, index: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
         """Metric centre of voxels. index [..., 3] -> [..., 3]."""
         lo = self.lower_tensor(index.device, dtype)

@@ -79,6 +79,25 @@ def free_space_prior(density: torch.Tensor, threshold: float) -> torch.Tensor:
     return F.softplus(density.float() - threshold).mean()
 
 
+def free_segment(batch: Batch, grid: VoxelGrid) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The stretch of each labelled ray that crosses free space: (t_near, t_end, usable), each [B, R].
+
+    From where the ray enters the grid box to its LiDAR point less a clearance, and no further than the box
+    (see `line_of_sight_free_space` for the batch keys). Clearance: a voxel's height from a ground point
+    (GROUND_CLASSES), since a grazing ray runs through the upper half of the ground's own occupied voxels for
+    metres before it hits; two voxels along the ray before any other point. usable: labelled rays with a
+    stretch left.
+    """
+    rays_o, rays_d, ray_depth = batch["rays_o"], batch["rays_d"], batch["ray_depth"]
+    ground = functools.reduce(torch.logical_or, (batch["ray_class"] == c for c in GROUND_CLASSES))
+    t_near, t_far = ray_box_intersection(rays_o, rays_d, grid)
+    rise = grid.voxel_size / rays_d[..., 2].abs().clamp_min(1e-6)  # ray length that climbs one voxel
+    clearance = torch.where(ground, rise, torch.full_like(rise, 2 * grid.voxel_size))
+    t_end = torch.minimum(ray_depth - clearance, t_far)
+    usable = batch["ray_valid"].bool() & (ray_depth > 0) & (t_end > t_near)
+    return t_near, t_end, usable
+
+
 def line_of_sight_free_space(
     density: torch.Tensor, batch: Batch, grid: VoxelGrid, threshold: float, samples_per_ray: int = 8
 ) -> torch.Tensor:
@@ -89,19 +108,12 @@ def line_of_sight_free_space(
     (metres along the ray, > 0 where labelled), ray_class and ray_valid [B, R]. A pixel's depth label says
     its ray crosses free space up to the point, but the expected-depth loss barely notices a nearly
     transparent voxel (density 10 stops 1 % of a ray per metre) that the read-out counts as occupied.
-    Clear of the surface: a voxel's height from a ground point (GROUND_CLASSES), since a grazing ray runs
-    through the upper half of the ground's own occupied voxels for metres before it hits; two voxels along
-    the ray before any other point.
+    The points lie on `free_segment`.
     """
-    rays_o, rays_d, ray_depth = batch["rays_o"], batch["rays_d"], batch["ray_depth"]
-    ground = functools.reduce(torch.logical_or, (batch["ray_class"] == c for c in GROUND_CLASSES))
+    rays_o, rays_d = batch["rays_o"], batch["rays_d"]
     b, r, _ = rays_o.shape
     k = samples_per_ray
-    t_near, t_far = ray_box_intersection(rays_o, rays_d, grid)
-    rise = grid.voxel_size / rays_d[..., 2].abs().clamp_min(1e-6)  # ray length that climbs one voxel
-    clearance = torch.where(ground, rise, torch.full_like(rise, 2 * grid.voxel_size))
-    t_end = torch.minimum(ray_depth - clearance, t_far)
-    usable = batch["ray_valid"].bool() & (ray_depth > 0) & (t_end > t_near)
+    t_near, t_end, usable = free_segment(batch, grid)
     # stratified: one uniform point in each of k equal parts of [t_near, t_end]
     jitter = torch.rand(b, r, k, device=rays_o.device, dtype=rays_o.dtype)
     u = (torch.arange(k, device=rays_o.device) + jitter) / k
@@ -148,9 +160,7 @@ def surface_losses(
     b, r = batch["ray_valid"].shape
     num_classes = semantics.shape[-1]
     usable = batch["ray_valid"].bool() & (batch["ray_depth"] > 0) & ~ends_outside_grid(batch, grid)
-    index = grid.points_to_index(labelled_points(batch))
-    _, ny, nz = grid.shape
-    flat = ((index[..., 0] * ny + index[..., 1]) * nz + index[..., 2]) * usable  # 0 where unusable
+    flat = grid.flat_index(grid.points_to_index(labelled_points(batch))) * usable  # 0 where unusable
     dtype = torch.promote_types(density.dtype, torch.float32)  # bf16 under autocast: the losses in float32
     values = density.reshape(b, -1).gather(1, flat).to(dtype)
     occupancy = _masked_mean(F.softplus(threshold - values), usable)

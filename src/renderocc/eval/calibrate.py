@@ -1,0 +1,166 @@
+"""`renderocc calibrate`: the read-out density threshold chosen from 2D labels only.
+
+    renderocc calibrate --checkpoint RUN --dataroot D [--split train] [--max-samples 64] [--json F]
+
+A 2D-trained model's densities have no fixed scale: the threshold at which a voxel reads out occupied is
+a choice, and choosing it on 3D labels would use 3D supervision. Here each frame's labelled rays vote
+instead, as Occ3D's own ground truth is built from LiDAR rays: the voxel that holds a ray's LiDAR point is
+occupied, the voxels the ray crosses before it (clear of the surface, `render.losses.free_segment`) are
+free. The threshold whose read-out agrees best with those votes (IoU of occupied votes) is printed; pass it
+to `renderocc eval` / `infer` as --threshold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+import torch
+from tqdm import tqdm
+
+from renderocc.config import PRESETS, Preset, get_preset
+from renderocc.core.grid import VoxelGrid
+from renderocc.data.batch import Batch, batch_to
+from renderocc.render.losses import ends_outside_grid, free_segment, labelled_points
+
+FREE_VOTE, OCCUPIED_VOTE = 1, 2
+DEFAULT_THRESHOLDS = tuple(x / 2 for x in range(4, 61))  # 2.0, 2.5, .., 30.0
+
+
+def ray_votes(batch: Batch, grid: VoxelGrid, samples_per_ray: int = 64) -> torch.Tensor:
+    """uint8 [B, X * Y * Z] (flattened like the grid): OCCUPIED_VOTE at voxels that hold a labelled ray's
+    LiDAR point, FREE_VOTE at voxels that labelled rays cross before it, 0 where no ray says anything.
+
+    batch: rays_o, unit rays_d [B, R, 3] in the grid frame, ray_depth, ray_class, ray_valid [B, R]. Free
+    voxels are sampled at `samples_per_ray` evenly spaced points of each ray's `free_segment`. A voxel that
+    one ray crosses and another ends in counts as occupied, as a LiDAR point does in Occ3D.
+    """
+    rays_o, rays_d = batch["rays_o"], batch["rays_d"]
+    b, r, _ = rays_o.shape
+    n = math.prod(grid.shape)
+    votes = torch.zeros(b, n + 1, dtype=torch.uint8, device=rays_o.device)  # slot n collects unusable rays
+
+    t_near, t_end, free = free_segment(batch, grid)
+    u = (torch.arange(samples_per_ray, device=rays_o.device, dtype=rays_o.dtype) + 0.5) / samples_per_ray
+    t = t_near.unsqueeze(-1) + u * (t_end - t_near).clamp_min(0).unsqueeze(-1)
+    points = rays_o.unsqueeze(-2) + t.unsqueeze(-1) * rays_d.unsqueeze(-2)  # [B, R, K, 3]
+    inside = grid.contains(points) & free.unsqueeze(-1)
+    votes.scatter_(1, _flat_index(points, grid, inside).view(b, -1), FREE_VOTE)
+
+    hit = batch["ray_valid"].bool() & (batch["ray_depth"] > 0) & ~ends_outside_grid(batch, grid)
+    votes.scatter_(1, _flat_index(labelled_points(batch), grid, hit), OCCUPIED_VOTE)
+    return votes[:, :n]
+
+
+def _flat_index(points: torch.Tensor, grid: VoxelGrid, keep: torch.Tensor) -> torch.Tensor:
+    """Flat voxel index of points [..., 3] inside the grid; the spare slot X * Y * Z where not `keep`."""
+    flat = grid.flat_index(grid.points_to_index(points))
+    return torch.where(keep, flat, torch.full_like(flat, math.prod(grid.shape)))
+
+
+def agreement_counts(density: torch.Tensor, votes: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
+    """(TP, FP, FN) of the read-out `density > t` against the votes, for every threshold t.
+
+    density [B, X * Y * Z] (or any shape matching votes), votes as from `ray_votes`, thresholds [T] ->
+    int64 [T, 3]: occupied votes read out occupied, free votes read out occupied, occupied votes read out
+    free. Voxels without a vote do not count.
+    """
+    occupied = density[votes == OCCUPIED_VOTE].float()
+    free = density[votes == FREE_VOTE].float()
+    tp = (occupied.unsqueeze(0) > thresholds.unsqueeze(1)).sum(1)
+    fp = (free.unsqueeze(0) > thresholds.unsqueeze(1)).sum(1)
+    return torch.stack([tp, fp, occupied.numel() - tp], 1)
+
+
+def agreement_iou(counts: torch.Tensor) -> torch.Tensor:
+    """IoU TP / (TP + FP + FN) per threshold from `agreement_counts` [T, 3] -> float64 [T] (0 if empty)."""
+    counts = counts.double()
+    return counts[:, 0] / counts.sum(1).clamp_min(1)
+
+
+@torch.no_grad()
+def calibrate(
+    model: torch.nn.Module,
+    loader,
+    preset: Preset,
+    device: torch.device,
+    thresholds: torch.Tensor,
+    amp: bool = False,
+    progress: bool = True,
+) -> dict:
+    """The read-out threshold of `model` that agrees best with the labelled rays of a loader's frames.
+
+    Returns {"threshold", "iou" (its agreement), "thresholds", "ious" (per threshold), "frames"}.
+    """
+    model.eval()
+    counts = torch.zeros(len(thresholds), 3, dtype=torch.int64, device=device)
+    thresholds = thresholds.to(device)
+    frames = 0
+    for batch in tqdm(loader, desc="calibrate", unit="batch", disable=not progress, leave=False):
+        batch = batch_to(batch, device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
+            density = model(batch)["density"].float()
+        votes = ray_votes(batch, preset.grid)
+        counts += agreement_counts(density.flatten(1), votes, thresholds)
+        frames += density.shape[0]
+    ious = agreement_iou(counts)
+    best = int(ious.argmax())
+    return {
+        "threshold": float(thresholds[best]),
+        "iou": float(ious[best]),
+        "thresholds": thresholds.tolist(),
+        "ious": ious.tolist(),
+        "frames": frames,
+    }
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, help="run directory or RUN/checkpoints/step-N")
+    parser.add_argument("--dataroot", required=True, help="dataset prepared by `renderocc prepare`")
+    parser.add_argument("--version", default=None, help="prepared nuScenes version (default: the only one)")
+    parser.add_argument("--index", default=None, help="prepared index (default: DATAROOT/renderocc/VERSION)")
+    parser.add_argument("--split", default="train", help="split whose 2D labels vote (default: train)")
+    parser.add_argument("--max-samples", type=int, default=64, help="frames to use (default: 64)")
+    parser.add_argument(
+        "--preset", default=None, help=f"override the checkpoint's preset: {', '.join(PRESETS)}"
+    )
+    parser.add_argument("--weights", default="ema", choices=("ema", "model"), help="EMA or raw weights")
+    parser.add_argument("--device", default=None, help="cpu, cuda (default: cuda when available)")
+    parser.add_argument("--num-workers", type=int, default=2)
+    parser.add_argument("--json", default=None, help="write the result here (atomically)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from renderocc.checkpoint import load_model, resolve_checkpoint
+    from renderocc.eval.evaluate import write_json_atomic
+    from renderocc.train_utils.data import eval_loader, open_index
+
+    if args.max_samples <= 0:
+        raise ValueError(f"--max-samples must be positive, got {args.max_samples}")
+    index = open_index(args.dataroot, args.version, args.index)
+    if args.split not in index.splits:
+        raise KeyError(f"unknown --split {args.split!r}; valid: {', '.join(index.splits)}")
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    checkpoint = resolve_checkpoint(args.checkpoint)
+    preset = get_preset(args.preset) if args.preset else None
+    model, preset = load_model(checkpoint, preset, args.weights, device)
+    loader = eval_loader(
+        index, preset.data, args.split, 1, args.num_workers, max_samples=args.max_samples, with_gts=False
+    )
+    thresholds = torch.tensor(DEFAULT_THRESHOLDS)
+    result = calibrate(model, loader, preset, device, thresholds, amp=preset.train.amp)
+    result.update(
+        checkpoint=str(checkpoint), split=args.split, preset_threshold=preset.loss.occupancy_threshold
+    )
+    for t, iou in zip(result["thresholds"], result["ious"]):
+        best = t == result["threshold"]
+        if t == int(t) or best:  # the whole thresholds and the best: the curve without the clutter
+            print(f"threshold {t:5.1f}: agreement IoU {iou:.3f}" + ("  <- best" if best else ""))
+    print(
+        f"best read-out threshold {result['threshold']:.1f} (agreement IoU {result['iou']:.3f} over "
+        f"{result['frames']} {args.split} frames; the preset's is {preset.loss.occupancy_threshold}); "
+        f"use it with `renderocc eval --threshold {result['threshold']:.1f}`"
+    )
+    if args.json:
+        print(f"written to {write_json_atomic(args.json, result)}")
+    return 0
