@@ -21,7 +21,7 @@ from tqdm import tqdm
 from renderocc.config import PRESETS, Preset, get_preset
 from renderocc.core.grid import VoxelGrid
 from renderocc.data.batch import Batch, batch_to
-from renderocc.render.losses import ends_outside_grid, free_segment, labelled_points
+from renderocc.render.losses import ends_inside_grid, free_segment, labelled_points
 
 FREE_VOTE, OCCUPIED_VOTE = 1, 2
 DEFAULT_THRESHOLDS = tuple(x / 2 for x in range(4, 61))  # 2.0, 2.5, .., 30.0
@@ -47,7 +47,7 @@ def ray_votes(batch: Batch, grid: VoxelGrid, samples_per_ray: int = 64) -> torch
     inside = grid.contains(points) & free.unsqueeze(-1)
     votes.scatter_(1, _flat_index(points, grid, inside).view(b, -1), FREE_VOTE)
 
-    hit = batch["ray_valid"].bool() & (batch["ray_depth"] > 0) & ~ends_outside_grid(batch, grid)
+    hit = ends_inside_grid(batch, grid)
     votes.scatter_(1, _flat_index(labelled_points(batch), grid, hit), OCCUPIED_VOTE)
     return votes[:, :n]
 

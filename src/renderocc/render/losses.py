@@ -141,6 +141,11 @@ def ends_outside_grid(batch: Batch, grid: VoxelGrid) -> torch.Tensor:
     return (batch["ray_depth"] > 0) & ~grid.contains(labelled_points(batch))
 
 
+def ends_inside_grid(batch: Batch, grid: VoxelGrid) -> torch.Tensor:
+    """bool [B, R]: valid rays with a depth label whose LiDAR point lies inside the grid box."""
+    return batch["ray_valid"].bool() & (batch["ray_depth"] > 0) & ~ends_outside_grid(batch, grid)
+
+
 def surface_losses(
     density: torch.Tensor,
     semantics: torch.Tensor,
@@ -159,7 +164,7 @@ def surface_losses(
     """
     b, r = batch["ray_valid"].shape
     num_classes = semantics.shape[-1]
-    usable = batch["ray_valid"].bool() & (batch["ray_depth"] > 0) & ~ends_outside_grid(batch, grid)
+    usable = ends_inside_grid(batch, grid)
     flat = grid.flat_index(grid.points_to_index(labelled_points(batch))) * usable  # 0 where unusable
     dtype = torch.promote_types(density.dtype, torch.float32)  # bf16 under autocast: the losses in float32
     values = density.reshape(b, -1).gather(1, flat).to(dtype)
