@@ -106,14 +106,16 @@ def run_setting(name: str, base: Preset, dataroot: Path | None, out: Path, args:
     metrics = evaluate_model(model, loader, preset, index, device, rayiou=True, amp=preset.train.amp)
     metrics.update(setting=name, supervision=supervision, steps=int(checkpoint.name.removeprefix("step-")))
     if args.calibrate:
-        metrics["calibrated"] = calibrated_metrics(model, preset, index, device, args)
+        metrics["calibrated"] = calibrated_metrics(model, preset, index, loader, device, args)
     write_json_atomic(result_file, metrics)
     return metrics
 
 
-def calibrated_metrics(model, preset: Preset, index, device: torch.device, args: argparse.Namespace) -> dict:
-    """The held-out metrics again at the read-out threshold that `renderocc calibrate` picks from the
-    training frames' 2D labels, with that threshold and its agreement curve."""
+def calibrated_metrics(
+    model, preset: Preset, index, val_loader, device: torch.device, args: argparse.Namespace
+) -> dict:
+    """The held-out metrics (val_loader) again at the read-out threshold that `renderocc calibrate` picks
+    from the training frames' 2D labels, with that threshold and its agreement curve."""
     from renderocc.eval.calibrate import DEFAULT_THRESHOLDS, calibrate
     from renderocc.eval.evaluate import evaluate_model
     from renderocc.train_utils.data import eval_loader
@@ -122,8 +124,7 @@ def calibrated_metrics(model, preset: Preset, index, device: torch.device, args:
     thresholds = torch.tensor(DEFAULT_THRESHOLDS)
     agreement = calibrate(model, frames, preset, device, thresholds, amp=preset.train.amp)
     calibrated = preset.replace(loss={"occupancy_threshold": agreement["threshold"]})
-    loader = eval_loader(index, preset.data, "val", 1, args.workers)
-    metrics = evaluate_model(model, loader, calibrated, index, device, rayiou=True, amp=preset.train.amp)
+    metrics = evaluate_model(model, val_loader, calibrated, index, device, rayiou=True, amp=preset.train.amp)
     return {"agreement": agreement, **metrics}
 
 

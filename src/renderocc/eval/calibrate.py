@@ -5,7 +5,7 @@
 A 2D-trained model's densities have no fixed scale: the threshold at which a voxel reads out occupied is
 a choice, and choosing it on 3D labels would use 3D supervision. Here each frame's labelled rays vote
 instead, as Occ3D's own ground truth is built from LiDAR rays: the voxel that holds a ray's LiDAR point is
-occupied, the voxels the ray crosses before it (clear of the surface, `render.losses.free_segment`) are
+occupied, the voxels the ray crosses before it (clear of the surface, `render.losses.free_points`) are
 free. The threshold whose read-out agrees best with those votes (IoU of occupied votes) is printed; pass it
 to `renderocc eval` / `infer` as --threshold.
 """
@@ -21,7 +21,7 @@ from tqdm import tqdm
 from renderocc.config import PRESETS, Preset, get_preset
 from renderocc.core.grid import VoxelGrid
 from renderocc.data.batch import Batch, batch_to
-from renderocc.render.losses import ends_inside_grid, free_segment, labelled_points
+from renderocc.render.losses import ends_inside_grid, free_points, labelled_points
 
 FREE_VOTE, OCCUPIED_VOTE = 1, 2
 DEFAULT_THRESHOLDS = tuple(x / 2 for x in range(4, 61))  # 2.0, 2.5, .., 30.0
@@ -32,18 +32,14 @@ def ray_votes(batch: Batch, grid: VoxelGrid, samples_per_ray: int = 64) -> torch
     LiDAR point, FREE_VOTE at voxels that labelled rays cross before it, 0 where no ray says anything.
 
     batch: rays_o, unit rays_d [B, R, 3] in the grid frame, ray_depth, ray_class, ray_valid [B, R]. Free
-    voxels are sampled at `samples_per_ray` evenly spaced points of each ray's `free_segment`. A voxel that
+    voxels are sampled at `samples_per_ray` evenly spaced `free_points` of each ray. A voxel that
     one ray crosses and another ends in counts as occupied, as a LiDAR point does in Occ3D.
     """
-    rays_o, rays_d = batch["rays_o"], batch["rays_d"]
-    b, r, _ = rays_o.shape
+    b = batch["rays_o"].shape[0]
     n = math.prod(grid.shape)
-    votes = torch.zeros(b, n + 1, dtype=torch.uint8, device=rays_o.device)  # slot n collects unusable rays
+    votes = torch.zeros(b, n + 1, dtype=torch.uint8, device=batch["rays_o"].device)  # slot n: unusable rays
 
-    t_near, t_end, free = free_segment(batch, grid)
-    u = (torch.arange(samples_per_ray, device=rays_o.device, dtype=rays_o.dtype) + 0.5) / samples_per_ray
-    t = t_near.unsqueeze(-1) + u * (t_end - t_near).clamp_min(0).unsqueeze(-1)
-    points = rays_o.unsqueeze(-2) + t.unsqueeze(-1) * rays_d.unsqueeze(-2)  # [B, R, K, 3]
+    points, free = free_points(batch, grid, samples_per_ray, random=False)
     inside = grid.contains(points) & free.unsqueeze(-1)
     votes.scatter_(1, _flat_index(points, grid, inside).view(b, -1), FREE_VOTE)
 
@@ -92,6 +88,7 @@ def calibrate(
 
     Returns {"threshold", "iou" (its agreement), "thresholds", "ious" (per threshold), "frames"}.
     """
+    was_training = model.training
     model.eval()
     counts = torch.zeros(len(thresholds), 3, dtype=torch.int64, device=device)
     thresholds = thresholds.to(device)
@@ -103,6 +100,7 @@ def calibrate(
         votes = ray_votes(batch, preset.grid)
         counts += agreement_counts(density.flatten(1), votes, thresholds)
         frames += density.shape[0]
+    model.train(was_training)
     ious = agreement_iou(counts)
     best = int(ious.argmax())
     return {

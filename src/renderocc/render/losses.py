@@ -79,23 +79,34 @@ def free_space_prior(density: torch.Tensor, threshold: float) -> torch.Tensor:
     return F.softplus(density.float() - threshold).mean()
 
 
-def free_segment(batch: Batch, grid: VoxelGrid) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The stretch of each labelled ray that crosses free space: (t_near, t_end, usable), each [B, R].
+def free_points(
+    batch: Batch, grid: VoxelGrid, samples_per_ray: int, random: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Points that each labelled ray crosses in free space: (points [B, R, K, 3], usable [B, R]).
 
-    From where the ray enters the grid box to its LiDAR point less a clearance, and no further than the box
-    (see `line_of_sight_free_space` for the batch keys). Clearance: a voxel's height from a ground point
-    (GROUND_CLASSES), since a grazing ray runs through the upper half of the ground's own occupied voxels for
-    metres before it hits; two voxels along the ray before any other point. usable: labelled rays with a
-    stretch left.
+    The stretch runs from where the ray enters the grid box to its LiDAR point less a clearance, and no
+    further than the box (see `line_of_sight_free_space` for the batch keys). Clearance: a voxel's height from
+    a ground point (GROUND_CLASSES), since a grazing ray runs through the upper half of the ground's own
+    occupied voxels for metres before it hits; two voxels along the ray before any other point. The K =
+    samples_per_ray points are one per equal part of the stretch: uniform in it if `random` (stratified),
+    else its middle. usable: labelled rays with a stretch left.
     """
     rays_o, rays_d, ray_depth = batch["rays_o"], batch["rays_d"], batch["ray_depth"]
+    b, r, _ = rays_o.shape
+    k = samples_per_ray
     ground = functools.reduce(torch.logical_or, (batch["ray_class"] == c for c in GROUND_CLASSES))
     t_near, t_far = ray_box_intersection(rays_o, rays_d, grid)
     rise = grid.voxel_size / rays_d[..., 2].abs().clamp_min(1e-6)  # ray length that climbs one voxel
     clearance = torch.where(ground, rise, torch.full_like(rise, 2 * grid.voxel_size))
     t_end = torch.minimum(ray_depth - clearance, t_far)
     usable = batch["ray_valid"].bool() & (ray_depth > 0) & (t_end > t_near)
-    return t_near, t_end, usable
+    if random:
+        offset = torch.rand(b, r, k, device=rays_o.device, dtype=rays_o.dtype)
+    else:
+        offset = torch.full((b, r, k), 0.5, device=rays_o.device, dtype=rays_o.dtype)
+    u = (torch.arange(k, device=rays_o.device) + offset) / k
+    t = t_near.unsqueeze(-1) + u * (t_end - t_near).clamp_min(0).unsqueeze(-1)
+    return rays_o.unsqueeze(-2) + t.unsqueeze(-1) * rays_d.unsqueeze(-2), usable
 
 
 def line_of_sight_free_space(
@@ -108,17 +119,11 @@ def line_of_sight_free_space(
     (metres along the ray, > 0 where labelled), ray_class and ray_valid [B, R]. A pixel's depth label says
     its ray crosses free space up to the point, but the expected-depth loss barely notices a nearly
     transparent voxel (density 10 stops 1 % of a ray per metre) that the read-out counts as occupied.
-    The points lie on `free_segment`.
+    The points are `free_points`, stratified.
     """
-    rays_o, rays_d = batch["rays_o"], batch["rays_d"]
-    b, r, _ = rays_o.shape
+    b, r, _ = batch["rays_o"].shape
     k = samples_per_ray
-    t_near, t_end, usable = free_segment(batch, grid)
-    # stratified: one uniform point in each of k equal parts of [t_near, t_end]
-    jitter = torch.rand(b, r, k, device=rays_o.device, dtype=rays_o.dtype)
-    u = (torch.arange(k, device=rays_o.device) + jitter) / k
-    t = t_near.unsqueeze(-1) + u * (t_end - t_near).clamp_min(0).unsqueeze(-1)
-    points = rays_o.unsqueeze(-2) + t.unsqueeze(-1) * rays_d.unsqueeze(-2)  # [B, R, K, 3]
+    points, usable = free_points(batch, grid, k, random=True)
     # grid_sample with align_corners=False and border padding is the renderer's voxel-centre convention
     coords = grid.normalize(points.to(density.dtype)).flip(-1).reshape(b, 1, r, k, 3)
     values = F.grid_sample(density.unsqueeze(1), coords, align_corners=False, padding_mode="border")
