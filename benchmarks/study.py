@@ -27,6 +27,8 @@ from renderocc.core.classes import OCC3D_CLASSES
 
 VERSION = "v1.0-synthetic"
 
+# the reference's ray sampling: class balance exp(0.005 (n_max / n_c - 1)) alone (before 2026-11-24, evening)
+REFERENCE_SAMPLING = {"ray_balance_cell": None, "class_balance_power": 0.0}
 RENDER_ONLY = {"line_of_sight": 0.0, "surface": 0.0, "render_outside_points": True}
 
 # setting -> (supervision, changes to the preset by section)
@@ -35,23 +37,40 @@ SETTINGS: dict[str, tuple[str, dict]] = {
     "3d": ("3d", {}),
     "2d+3d": ("2d+3d", {}),
     "key-only": ("2d", {"data": {"ray_frame_offsets": (0,)}}),  # no neighbour-frame rays
-    "unweighted": ("2d", {"data": {"class_balance_temperature": 0.0, "neighbour_ray_weight": 1.0}}),
+    "unweighted": (
+        "2d",
+        {"data": REFERENCE_SAMPLING | {"class_balance_temperature": 0.0, "neighbour_ray_weight": 1.0}},
+    ),
+    "reference-sampling": ("2d", {"data": REFERENCE_SAMPLING}),
+    "class-power-1": ("2d", {"data": {"class_balance_power": 1.0}}),
+    "frames-13": (
+        "2d",
+        {"data": {"ray_frame_offsets": tuple(range(-6, 7))}},
+    ),  # neighbours up to 6 keyframes away
     "rays-9600": ("2d", {"data": {"max_rays": 9_600}}),
     "rays-38400": ("2d", {"data": {"max_rays": 38_400}}),
     "rays-76800": ("2d", {"data": {"max_rays": 76_800}}),
     # what the 2D recipe's additions bring: all of them off (rendering losses and the all-voxel prior, every
     # voxel starting above the read-out: the recipe before 2026-11-24; also with 3D labels), and some of them
     # off or changed
-    "render-only": ("2d", {"model": {"density_init": 10.0}, "loss": RENDER_ONLY}),
-    "render-only+3d": ("2d+3d", {"model": {"density_init": 10.0}, "loss": RENDER_ONLY}),
-    "no-surface": ("2d", {"loss": {"surface": 0.0}}),
+    "render-only": ("2d", {"model": {"density_init": 10.0}, "loss": RENDER_ONLY, "data": REFERENCE_SAMPLING}),
+    "render-only+3d": (
+        "2d+3d",
+        {"model": {"density_init": 10.0}, "loss": RENDER_ONLY, "data": REFERENCE_SAMPLING},
+    ),
+    "no-surface": ("2d", {"loss": {"surface": 0.0}, "data": REFERENCE_SAMPLING}),
     "no-line-of-sight": ("2d", {"loss": {"line_of_sight": 0.0}}),
-    "free-space-1": ("2d", {"loss": {"free_space": 1.0}}),  # the all-voxel prior 10x stronger
+    "free-space-1": (
+        "2d",
+        {"loss": {"free_space": 1.0}, "data": REFERENCE_SAMPLING},
+    ),  # the all-voxel prior 10x stronger
+    "footprint-1": ("2d", {"loss": {"ground_footprint": 1}}),
     # the reference's 2D recipe: every voxel starts transparent, no free-space prior, SILog focus 0.85
     "reference-2d": (
         "2d",
         {
             "model": {"density_init": None},
+            "data": REFERENCE_SAMPLING,
             "loss": RENDER_ONLY | {"free_space": 0.0, "silog_variance_focus": 0.85},
         },
     ),

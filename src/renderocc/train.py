@@ -145,7 +145,9 @@ def rendered_losses(
             density, batch, grid, threshold
         )
     if cfg.surface:
-        occupancy, semantic = surface_losses(density, semantics, batch, grid, threshold, class_weights)
+        occupancy, semantic = surface_losses(
+            density, semantics, batch, grid, threshold, class_weights, cfg.ground_footprint
+        )
         losses["surface_occupancy"] = cfg.surface * occupancy
         losses["surface_semantic"] = cfg.surface * semantic
     return losses

@@ -11,18 +11,38 @@ from renderocc.data.rays import camera_directions, labels_to_rays, ray_weights, 
 
 
 def test_weights_class_balance_and_frames() -> None:
-    cfg = DataConfig()
+    cfg = DataConfig(class_balance_power=0.0, ray_balance_cell=None)  # the reference's weights
     cls = torch.tensor([11] * 90 + [15] * 10 + [4] * 5 + [15] * 5)
     is_key = torch.tensor([True] * 105 + [False] * 5)
-    w = ray_weights(cls, is_key, cfg)
+    points = torch.rand(len(cls), 3)
+    w = ray_weights(cls, is_key, points, cfg)
     assert w[0] == pytest.approx(1.0)  # the most frequent class
     assert w[90] == pytest.approx(np.exp(0.005 * (90 / 15 - 1)))
     assert w[100] == pytest.approx(np.exp(0.005 * (90 / 5 - 1)))
     assert w[105] == pytest.approx(0.3 * np.exp(0.005 * (90 / 15 - 1)))
     cls_dynamic = cls.clone()
     cls_dynamic[105:] = 4  # neighbour-frame cars moved since: never drawn, nor counted
-    w = ray_weights(cls_dynamic, is_key, cfg)
+    w = ray_weights(cls_dynamic, is_key, points, cfg)
     assert (w[105:] == 0).all() and w[100] == pytest.approx(np.exp(0.005 * (90 / 5 - 1)))
+
+
+def test_weights_class_power_and_space_balance() -> None:
+    cls = torch.tensor([11] * 8 + [15] * 2)
+    is_key = torch.ones(10, dtype=torch.bool)
+    # four class-11 points share one 0.4 m cube, four sit alone; the two class-15 points share one
+    points = torch.tensor(
+        [[0.1, 0.1, 0.1]] * 4 + [[2.0 + i, 0.0, 0.0] for i in range(4)] + [[-5.1, 9.9, 1.3]] * 2
+    )
+    cfg = DataConfig(class_balance_temperature=0.0, class_balance_power=0.5, ray_balance_cell=None)
+    w = ray_weights(cls, is_key, points, cfg)
+    assert w[0] == pytest.approx(1.0) and w[8] == pytest.approx((8 / 2) ** 0.5)
+    cfg = DataConfig(class_balance_temperature=0.0, class_balance_power=1.0, ray_balance_cell=0.4)
+    w = ray_weights(cls, is_key, points, cfg).double()
+    # class masses: 11 -> 4 * 1/4 + 4 * 1 = 5, 15 -> 2 * 1/2 = 1; a lone point of class 11 weighs 1
+    expected = torch.tensor([0.25] * 4 + [1.0] * 4 + [0.5 * 5] * 2, dtype=torch.float64)
+    torch.testing.assert_close(w, expected, rtol=1e-6, atol=0)
+    # each cube of class 11 now draws the same total weight
+    assert w[:4].sum() == pytest.approx(w[4].item())
 
 
 def test_weighted_sample_without_replacement() -> None:

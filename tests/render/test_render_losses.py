@@ -217,6 +217,43 @@ def test_surface_losses_match_the_point_voxels_in_float64():
     assert all(term.item() == 0 for term in none)
 
 
+def test_ground_footprint_spreads_a_ground_ray_over_its_columns_in_float64():
+    g = torch.Generator().manual_seed(7)
+    density = (torch.rand(1, *LOS_GRID.shape, generator=g, dtype=torch.float64) * 20).requires_grad_()
+    semantics = torch.randn(1, *LOS_GRID.shape, 17, generator=g, dtype=torch.float64).requires_grad_()
+    weights = 0.5 + torch.rand(17, generator=g, dtype=torch.float64)
+    batch = _scattered_rays(200, g) | {"ray_class": torch.randint(9, 17, (1, 200), generator=g)}
+    occupancy, semantic = surface_losses(
+        density, semantics, batch, LOS_GRID, 8.5, weights, ground_footprint=1
+    )
+
+    # by hand, ray by ray: the point's voxel, and for ground classes its 8 neighbours at the same height
+    points = batch["rays_o"] + batch["ray_depth"].unsqueeze(-1) * batch["rays_d"]
+    nx, ny, _ = LOS_GRID.shape
+    occ_sum, ce_sum, weight_sum, rays, footprints = 0.0, 0.0, 0.0, 0, []
+    for j in range(200):
+        if not (batch["ray_valid"][0, j] and LOS_GRID.contains(points[0, j])):
+            continue
+        i, k, z = (
+            ((points[0, j] - torch.tensor(LOS_GRID.lower)) / LOS_GRID.voxel_size).floor().long().tolist()
+        )
+        c = int(batch["ray_class"][0, j])
+        reach = 1 if c in (11, 12, 13, 14) else 0
+        cells = [
+            (i + a, k + b, z)
+            for a in range(-reach, reach + 1)
+            for b in range(-reach, reach + 1)
+            if 0 <= i + a < nx and 0 <= k + b < ny
+        ]
+        footprints.append(len(cells))
+        occ_sum = occ_sum + sum(F.softplus(8.5 - density[(0, *v)]) for v in cells) / len(cells)
+        ce = sum(F.cross_entropy(semantics[(0, *v)], torch.tensor(c)) for v in cells) / len(cells)
+        ce_sum, weight_sum, rays = ce_sum + weights[c] * ce, weight_sum + weights[c], rays + 1
+    assert 9 in footprints and 1 in footprints and any(1 < f < 9 for f in footprints)  # all cases met
+    torch.testing.assert_close(occupancy, occ_sum / rays)
+    torch.testing.assert_close(semantic, ce_sum / weight_sum)
+
+
 def test_rendering_losses_match_their_definitions_and_weights():
     out, batch = fake_render()
     weights = torch.tensor([0.5, 1.0, 2.0, 1.5])

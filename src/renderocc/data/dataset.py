@@ -169,11 +169,15 @@ class OccDataset(Dataset):
         )
 
         candidate = torch.nonzero(z * dirs.norm(dim=-1) <= cfg.max_depth).squeeze(1)
-        weights = ray_weights(cls[candidate], frame[candidate] == 0, cfg)
-        picked = candidate[weighted_sample(weights, cfg.max_rays, generator)]
-        n = len(picked)
-        rays = labels_to_rays(dirs[picked], z[picked], group[picked], torch.from_numpy(cam2keyego).float())
-        out["rays_o"][:n], out["rays_d"][:n], out["ray_depth"][:n] = rays
+        rays_o, rays_d, ray_depth = labels_to_rays(
+            dirs[candidate], z[candidate], group[candidate], torch.from_numpy(cam2keyego).float()
+        )
+        points = rays_o + ray_depth[:, None] * rays_d
+        weights = ray_weights(cls[candidate], frame[candidate] == 0, points, cfg)
+        chosen = weighted_sample(weights, cfg.max_rays, generator)
+        n, picked = len(chosen), candidate[chosen]
+        for key, values in (("rays_o", rays_o), ("rays_d", rays_d), ("ray_depth", ray_depth)):
+            out[key][:n] = values[chosen]
         out["ray_class"][:n], out["ray_frame"][:n] = cls[picked], frame[picked]
         out["ray_valid"][:n] = True
         return key_labels, out
@@ -228,13 +232,17 @@ def _check_config(cfg: DataConfig) -> None:
         "prev_frames": cfg.prev_frames < 0,
         "max_rays": cfg.max_rays <= 0,
         "neighbour_ray_weight": cfg.neighbour_ray_weight < 0,
+        "class_balance_temperature": cfg.class_balance_temperature < 0,
+        "class_balance_power": cfg.class_balance_power < 0,
+        "ray_balance_cell": cfg.ray_balance_cell is not None and cfg.ray_balance_cell <= 0,
         "max_depth": cfg.max_depth <= 0,
     }
     bad = [name for name, wrong in problems.items() if wrong]
     if bad:
         raise ValueError(
             f"DataConfig.{bad[0]}={getattr(cfg, bad[0])} is invalid; "
-            "use a value > 0 (>= 0 for prev_frames and neighbour_ray_weight)"
+            "use a value > 0 (>= 0 for prev_frames, neighbour_ray_weight and the class balance; None also "
+            "for ray_balance_cell)"
         )
 
 

@@ -8,20 +8,38 @@ from renderocc.config import DataConfig
 from renderocc.core.classes import DYNAMIC_CLASSES, NUM_SEMANTIC
 
 
-def ray_weights(cls: torch.Tensor, is_key: torch.Tensor, cfg: DataConfig) -> torch.Tensor:
-    """Sampling weight of every candidate ray, float32 [P], from its class int64 [P] and frame bool [P].
+def cell_counts(points: torch.Tensor, cell: float) -> torch.Tensor:
+    """For each of the points [P, 3], how many share its axis-aligned cube of edge `cell`: int64 [P]."""
+    index = torch.floor(points.double() / cell).long() + 2**20  # 21 bits per axis: |coordinate| < 2^20 cells
+    key = (index[:, 0] << 42) | (index[:, 1] << 21) | index[:, 2]
+    _, inverse, counts = torch.unique(key, return_inverse=True, return_counts=True)
+    return counts[inverse]
 
-    weight = exp(t * (n_max / n_c - 1)) (class balance; n_c = candidate pixels of class c in this sample)
-    x 1.0 for key-frame rays, `neighbour_ray_weight` for neighbour rays, and 0 for neighbour rays of
-    dynamic classes, which moved since the neighbour frame was taken.
+
+def ray_weights(
+    cls: torch.Tensor, is_key: torch.Tensor, points: torch.Tensor, cfg: DataConfig
+) -> torch.Tensor:
+    """Sampling weight of every candidate ray, float32 [P], from its class int64 [P], frame bool [P] and
+    LiDAR point [P, 3] (key ego frame).
+
+    weight = s x f x b_c. s (space): 1 / (candidates whose point shares its `ray_balance_cell` cube), or 1
+    when that is None. f (frame): 1.0 for key-frame rays, `neighbour_ray_weight` for neighbour rays, and 0 for
+    neighbour rays of dynamic classes, which moved since the neighbour frame was taken. b_c (class balance):
+    exp(t (n_max / n_c - 1)) (n_max / n_c)^p with t = `class_balance_temperature`, p = `class_balance_power`
+    and n_c the sum of s over this sample's candidates of class c with f > 0 (their count when s = 1).
     """
     dynamic = torch.zeros(NUM_SEMANTIC, dtype=torch.bool)
     dynamic[list(DYNAMIC_CLASSES)] = True
     frame_w = torch.where(is_key, 1.0, cfg.neighbour_ray_weight)
-    frame_w = torch.where(~is_key & dynamic[cls], 0.0, frame_w)
-    counts = torch.bincount(cls[frame_w > 0], minlength=NUM_SEMANTIC).double()
-    balance = torch.exp(cfg.class_balance_temperature * (counts.max() / counts.clamp(min=1) - 1))
-    return (balance[cls] * frame_w).float()
+    frame_w = torch.where(~is_key & dynamic[cls], 0.0, frame_w).double()
+    space = torch.ones_like(frame_w)
+    if cfg.ray_balance_cell is not None and len(points):
+        space = 1.0 / cell_counts(points, cfg.ray_balance_cell)
+    drawn = frame_w > 0
+    mass = torch.bincount(cls[drawn], weights=space[drawn], minlength=NUM_SEMANTIC)
+    ratio = mass.max() / mass[cls].clamp_min(1e-12)  # per ray, so absent classes never enter
+    balance = torch.exp(cfg.class_balance_temperature * (ratio - 1)) * ratio**cfg.class_balance_power
+    return (balance * space * frame_w).float()
 
 
 def weighted_sample(weights: torch.Tensor, k: int, generator: torch.Generator | None = None) -> torch.Tensor:

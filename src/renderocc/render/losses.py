@@ -94,7 +94,7 @@ def free_points(
     rays_o, rays_d, ray_depth = batch["rays_o"], batch["rays_d"], batch["ray_depth"]
     b, r, _ = rays_o.shape
     k = samples_per_ray
-    ground = functools.reduce(torch.logical_or, (batch["ray_class"] == c for c in GROUND_CLASSES))
+    ground = _ground(batch["ray_class"])
     t_near, t_far = ray_box_intersection(rays_o, rays_d, grid)
     rise = grid.voxel_size / rays_d[..., 2].abs().clamp_min(1e-6)  # ray length that climbs one voxel
     clearance = torch.where(ground, rise, torch.full_like(rise, 2 * grid.voxel_size))
@@ -151,6 +151,11 @@ def ends_inside_grid(batch: Batch, grid: VoxelGrid) -> torch.Tensor:
     return batch["ray_valid"].bool() & (batch["ray_depth"] > 0) & ~ends_outside_grid(batch, grid)
 
 
+def _ground(ray_class: torch.Tensor) -> torch.Tensor:
+    """bool [...]: rays whose class is one of GROUND_CLASSES."""
+    return functools.reduce(torch.logical_or, (ray_class == c for c in GROUND_CLASSES))
+
+
 def surface_losses(
     density: torch.Tensor,
     semantics: torch.Tensor,
@@ -158,6 +163,7 @@ def surface_losses(
     grid: VoxelGrid,
     threshold: float,
     class_weights: torch.Tensor | None = None,
+    ground_footprint: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(occupancy, semantic) at the voxel that holds each labelled ray's LiDAR point; 0 if there are none.
 
@@ -166,21 +172,41 @@ def surface_losses(
     semantic: cross-entropy of its logits with the pixel's class, the class-weighted mean (class_weights
     [C], None = uniform). Rendering alone cannot say which voxel should read out occupied: a ray's depth is
     matched as well by a faint haze as by one opaque voxel. The point's voxel is what the 2D label names.
+
+    ground_footprint r > 0: a ground-class point (GROUND_CLASSES) names the (2r + 1)^2 voxels around its own
+    at its height, each with 1 / (their number inside the grid) of the ray's weight. The ground is flat and
+    one class over metres, while LiDAR rings lie metres apart beyond 20 m: on the demo data, with r = 0 a
+    7-frame sample puts a point in 13% of the terrain voxels the cameras see, with r = 1 in 32% (96% right).
     """
-    b, r = batch["ray_valid"].shape
+    if ground_footprint < 0:
+        raise ValueError(f"surface_losses: ground_footprint={ground_footprint}; use 0 (off) or more voxels")
+    b = batch["ray_valid"].shape[0]
     num_classes = semantics.shape[-1]
     usable = ends_inside_grid(batch, grid)
-    flat = grid.flat_index(grid.points_to_index(labelled_points(batch))) * usable  # 0 where unusable
+    index = grid.points_to_index(labelled_points(batch))  # [B, R, 3]
+    steps = torch.arange(-ground_footprint, ground_footprint + 1, device=index.device)
+    dx, dy = torch.meshgrid(steps, steps, indexing="ij")
+    shift = torch.stack([dx.flatten(), dy.flatten(), torch.zeros_like(dx.flatten())], -1)  # [F, 3]
+    index = index.unsqueeze(-2) + shift  # [B, R, F, 3]
+    centre = (shift == 0).all(-1)  # [F]
+    nx, ny, _ = grid.shape
+    in_grid = (index[..., 0] >= 0) & (index[..., 0] < nx) & (index[..., 1] >= 0) & (index[..., 1] < ny)
+    ground = _ground(batch["ray_class"])
+    take = usable.unsqueeze(-1) & in_grid & (centre | ground.unsqueeze(-1))  # [B, R, F]
+    share = take / take.sum(-1, keepdim=True).clamp_min(1)  # each ray's weight spread over its voxels
+    flat = (grid.flat_index(index) * take).flatten(1)  # 0 where not taken
     dtype = torch.promote_types(density.dtype, torch.float32)  # bf16 under autocast: the losses in float32
-    values = density.reshape(b, -1).gather(1, flat).to(dtype)
-    occupancy = _masked_mean(F.softplus(threshold - values), usable)
+    values = density.reshape(b, -1).gather(1, flat).to(dtype).view_as(share)
+    occupancy = (F.softplus(threshold - values) * share).sum() / usable.sum().clamp_min(1)
 
-    logits = semantics.reshape(b, -1, num_classes).gather(1, flat.unsqueeze(-1).expand(b, r, num_classes))
-    labels = torch.where(usable, batch["ray_class"].long(), torch.zeros_like(flat))
+    logits = semantics.reshape(b, -1, num_classes).gather(1, flat.unsqueeze(-1).expand(-1, -1, num_classes))
+    labels = torch.where(usable, batch["ray_class"].long(), torch.zeros_like(usable, dtype=torch.long))
     weight = torch.ones(num_classes, device=semantics.device) if class_weights is None else class_weights
-    weight = weight.to(semantics.device, dtype)[labels] * usable
-    ce = F.cross_entropy(logits.to(dtype).flatten(0, 1), labels.flatten(), reduction="none").view(b, r)
-    semantic = (ce * weight).sum() / weight.sum().clamp_min(1e-12)
+    weight = weight.to(semantics.device, dtype)[labels] * usable  # [B, R]
+    ce = F.cross_entropy(
+        logits.to(dtype).flatten(0, 1), labels.unsqueeze(-1).expand_as(share).flatten(), reduction="none"
+    ).view_as(share)
+    semantic = (ce * share).sum(-1).mul(weight).sum() / weight.sum().clamp_min(1e-12)
     return occupancy, semantic
 
 
