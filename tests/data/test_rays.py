@@ -7,7 +7,7 @@ import torch
 from renderocc.config import DataConfig
 from renderocc.core.camera import project
 from renderocc.core.transforms import make_pose, transform_points
-from renderocc.data.rays import camera_directions, labels_to_rays, ray_weights, weighted_sample
+from renderocc.data.rays import camera_directions, cell_counts, labels_to_rays, ray_weights, weighted_sample
 
 
 def test_weights_class_balance_and_frames() -> None:
@@ -43,6 +43,16 @@ def test_weights_class_power_and_space_balance() -> None:
     torch.testing.assert_close(w, expected, rtol=1e-6, atol=0)
     # each cube of class 11 now draws the same total weight
     assert w[:4].sum() == pytest.approx(w[4].item())
+
+
+@pytest.mark.parametrize("cell", [0.4, 1e-4])  # 1e-4 m: more than 2^31 cubes, so 64-bit keys
+def test_cell_counts_match_a_count_by_hand(cell: float) -> None:
+    g = torch.Generator().manual_seed(3)
+    points = torch.randint(-3, 3, (400, 3), generator=g).float() * 0.4 + 0.2  # cube centres, many repeats
+    points[:5] = torch.tensor([[-60.0, 55.0, -2.0]]) + 0.1 * torch.arange(5.0)[:, None]  # far, one cube each
+    counts = cell_counts(points, cell)
+    cubes = [tuple(v) for v in torch.floor(points.double() / cell).long().tolist()]
+    assert counts.tolist() == [cubes.count(c) for c in cubes]
 
 
 def test_weighted_sample_without_replacement() -> None:

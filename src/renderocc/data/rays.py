@@ -10,8 +10,12 @@ from renderocc.core.classes import DYNAMIC_CLASSES, NUM_SEMANTIC
 
 def cell_counts(points: torch.Tensor, cell: float) -> torch.Tensor:
     """For each of the points [P, 3], how many share its axis-aligned cube of edge `cell`: int64 [P]."""
-    index = torch.floor(points.double() / cell).long() + 2**20  # 21 bits per axis: |coordinate| < 2^20 cells
-    key = (index[:, 0] << 42) | (index[:, 1] << 21) | index[:, 2]
+    index = torch.floor(points / cell).long()
+    index -= index.amin(0)
+    extent = index.amax(0) + 1
+    key = (index[:, 0] * extent[1] + index[:, 1]) * extent[2] + index[:, 2]
+    if int(extent.prod()) < 2**31:
+        key = key.int()  # sorting 32-bit keys takes half the time of 64-bit ones
     _, inverse, counts = torch.unique(key, return_inverse=True, return_counts=True)
     return counts[inverse]
 
