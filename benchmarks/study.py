@@ -43,16 +43,14 @@ SETTINGS: dict[str, tuple[str, dict]] = {
     ),
     "reference-sampling": ("2d", {"data": REFERENCE_SAMPLING}),
     "class-power-1": ("2d", {"data": {"class_balance_power": 1.0}}),
-    "frames-13": (
-        "2d",
-        {"data": {"ray_frame_offsets": tuple(range(-6, 7))}},
-    ),  # neighbours up to 6 keyframes away
+    # neighbours up to 6 keyframes away
+    "frames-13": ("2d", {"data": {"ray_frame_offsets": tuple(range(-6, 7))}}),
     "rays-9600": ("2d", {"data": {"max_rays": 9_600}}),
     "rays-38400": ("2d", {"data": {"max_rays": 38_400}}),
     "rays-76800": ("2d", {"data": {"max_rays": 76_800}}),
     # what the 2D recipe's additions bring: all of them off (rendering losses and the all-voxel prior, every
     # voxel starting above the read-out: the recipe before 2026-11-24; also with 3D labels), and some of them
-    # off or changed
+    # off or changed. These ran before the balanced sampling, so they keep the reference's.
     "render-only": ("2d", {"model": {"density_init": 10.0}, "loss": RENDER_ONLY, "data": REFERENCE_SAMPLING}),
     "render-only+3d": (
         "2d+3d",
@@ -60,10 +58,8 @@ SETTINGS: dict[str, tuple[str, dict]] = {
     ),
     "no-surface": ("2d", {"loss": {"surface": 0.0}, "data": REFERENCE_SAMPLING}),
     "no-line-of-sight": ("2d", {"loss": {"line_of_sight": 0.0}}),
-    "free-space-1": (
-        "2d",
-        {"loss": {"free_space": 1.0}, "data": REFERENCE_SAMPLING},
-    ),  # the all-voxel prior 10x stronger
+    # the all-voxel prior 10x stronger
+    "free-space-1": ("2d", {"loss": {"free_space": 1.0}, "data": REFERENCE_SAMPLING}),
     "footprint-1": ("2d", {"loss": {"ground_footprint": 1}}),
     # the reference's 2D recipe: every voxel starts transparent, no free-space prior, SILog focus 0.85
     "reference-2d": (
