@@ -24,6 +24,9 @@ def test_weights_class_balance_and_frames() -> None:
     cls_dynamic[105:] = 4  # neighbour-frame cars moved since: never drawn, nor counted
     w = ray_weights(cls_dynamic, is_key, points, cfg)
     assert (w[105:] == 0).all() and w[100] == pytest.approx(np.exp(0.005 * (90 / 5 - 1)))
+    cls_dynamic[105:] = 9  # a class seen only in dropped neighbour rays: weight 0, not 0 x inf
+    w = ray_weights(cls_dynamic, is_key, points, cfg)
+    assert (w[105:] == 0).all() and torch.isfinite(w).all()
 
 
 def test_weights_class_power_and_space_balance() -> None:

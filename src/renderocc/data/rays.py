@@ -41,9 +41,10 @@ def ray_weights(
         space = 1.0 / cell_counts(points, cfg.ray_balance_cell)
     drawn = frame_w > 0
     mass = torch.bincount(cls[drawn], weights=space[drawn], minlength=NUM_SEMANTIC)
-    ratio = mass.max() / mass[cls].clamp_min(1e-12)  # per ray, so absent classes never enter
+    # classes with no drawable candidate get 1 (their rays weigh 0 anyway) instead of an infinite ratio
+    ratio = torch.where(mass > 0, mass.max() / mass, torch.ones_like(mass))
     balance = torch.exp(cfg.class_balance_temperature * (ratio - 1)) * ratio**cfg.class_balance_power
-    return (balance * space * frame_w).float()
+    return (balance[cls] * space * frame_w).float()
 
 
 def weighted_sample(weights: torch.Tensor, k: int, generator: torch.Generator | None = None) -> torch.Tensor:
