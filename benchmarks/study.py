@@ -104,13 +104,16 @@ def run_setting(name: str, base: Preset, dataroot: Path | None, out: Path, args:
     from renderocc.train import TrainOptions, train
     from renderocc.train_utils.data import eval_loader, open_index
 
-    result_file = out / name / "result.json"
+    seed, tag = args.seed, name
+    if args.train_seed is not None:
+        seed, tag = args.train_seed, f"{name}-seed{args.train_seed}"
+    result_file = out / tag / "result.json"
     if result_file.is_file():
         return json.loads(result_file.read_text())
     preset, supervision = setting_preset(base, name)
     opts = TrainOptions(
-        dataroot, out / name / "run", VERSION, supervision=supervision, max_iters=args.iters,
-        device=args.device, seed=args.seed, num_workers=args.workers, val_every=args.val_every,
+        dataroot, out / tag / "run", VERSION, supervision=supervision, max_iters=args.iters,
+        device=args.device, seed=seed, num_workers=args.workers, val_every=args.val_every,
         val_samples=args.val_samples, time_budget_s=args.budget_s,
     )  # fmt: skip
     checkpoint = train(preset, opts)
@@ -119,7 +122,7 @@ def run_setting(name: str, base: Preset, dataroot: Path | None, out: Path, args:
     index = open_index(dataroot, VERSION)
     loader = eval_loader(index, preset.data, "val", 1, args.workers)
     metrics = evaluate_model(model, loader, preset, index, device, rayiou=True, amp=preset.train.amp)
-    metrics.update(setting=name, supervision=supervision, steps=int(checkpoint.name.removeprefix("step-")))
+    metrics.update(setting=tag, supervision=supervision, steps=int(checkpoint.name.removeprefix("step-")))
     if args.calibrate:
         metrics["calibrated"] = calibrated_metrics(model, preset, index, loader, device, args)
     write_json_atomic(result_file, metrics)
@@ -130,7 +133,8 @@ def calibrated_metrics(
     model, preset: Preset, index, val_loader, device: torch.device, args: argparse.Namespace
 ) -> dict:
     """The held-out metrics (val_loader) again at the read-out threshold that `renderocc calibrate` picks
-    from the training frames' 2D labels, with that threshold and its agreement curve."""
+    from the training frames' 2D labels, with that threshold and its agreement curve; "per_layer": the
+    metrics at its one-threshold-per-height-layer choice."""
     from renderocc.eval.calibrate import DEFAULT_THRESHOLDS, calibrate
     from renderocc.eval.evaluate import evaluate_model
     from renderocc.train_utils.data import eval_loader
@@ -138,9 +142,12 @@ def calibrated_metrics(
     frames = eval_loader(index, preset.data, "train", 1, args.workers, max_samples=64, with_gts=False)
     thresholds = torch.tensor(DEFAULT_THRESHOLDS)
     agreement = calibrate(model, frames, preset, device, thresholds, amp=preset.train.amp)
-    calibrated = preset.replace(loss={"occupancy_threshold": agreement["threshold"]})
+    calibrated = preset.with_readout(agreement["threshold"])
     metrics = evaluate_model(model, val_loader, calibrated, index, device, rayiou=True, amp=preset.train.amp)
-    return {"agreement": agreement, **metrics}
+    # and one threshold per height layer, from the same votes
+    per_layer = preset.with_readout(agreement["layer_thresholds"])
+    layered = evaluate_model(model, val_loader, per_layer, index, device, rayiou=True, amp=preset.train.amp)
+    return {"agreement": agreement, **metrics, "per_layer": layered}
 
 
 def curves_png(out: Path, names: list[str]) -> Path:
@@ -225,7 +232,11 @@ def main() -> None:
     parser.add_argument("--val-samples", type=int, default=32, help="frames of the periodic validation")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--workers", type=int, default=12, help="data loader (and 2D label) processes")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="data and training seed")
+    parser.add_argument(
+        "--train-seed", type=int, default=None,
+        help="another training seed on the same data; results go to OUT/<setting>-seed<N>",
+    )  # fmt: skip
     parser.add_argument("--no-report", action="store_true", help="train and evaluate only; no tables")
     parser.add_argument(
         "--calibrate",

@@ -7,6 +7,7 @@ Every stage reads only its own section.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from renderocc.core.grid import VoxelGrid
@@ -106,6 +107,9 @@ class LossConfig:
     occupancy_3d: float = 1.0  # 3D free/occupied CE (only with 3d supervision)
     semantic_3d: float = 1.0  # 3D semantics of occupied voxels (only with 3d supervision)
     occupancy_threshold: float = 8.5  # read-out: occupied where density > this; also the 3D BCE boundary
+    # read-out thresholds per height layer (one per z layer, lowest first) in place of occupancy_threshold;
+    # `renderocc calibrate` chooses them from 2D labels (Preset.with_readout)
+    readout_thresholds: tuple[float, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -153,6 +157,27 @@ class Preset:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def readout_threshold(self) -> float | tuple[float, ...]:
+        """The density above which a voxel reads out occupied: one number, or one per z layer."""
+        layers = self.loss.readout_thresholds
+        if layers is None:
+            return self.loss.occupancy_threshold
+        if len(layers) != self.grid.shape[2]:
+            raise ValueError(
+                f"loss.readout_thresholds has {len(layers)} values but the grid has {self.grid.shape[2]} "
+                "z layers; give one per layer (renderocc calibrate prints them) or None"
+            )
+        return layers
+
+    def with_readout(self, thresholds: float | Sequence[float]) -> Preset:
+        """This preset reading out at one threshold, or one per z layer (as `renderocc calibrate` picks)."""
+        values = [thresholds] if isinstance(thresholds, int | float) else [float(t) for t in thresholds]
+        if len(values) == 1:
+            return self.replace(loss={"occupancy_threshold": float(values[0]), "readout_thresholds": None})
+        preset = self.replace(loss={"readout_thresholds": tuple(values)})
+        preset.readout_threshold()  # checks the count
+        return preset
 
 
 PRESETS: dict[str, Preset] = {

@@ -111,9 +111,7 @@ def predict(model: torch.nn.Module, batch: dict, preset: Preset, out_grid: Voxel
         device.type, dtype=torch.bfloat16, enabled=preset.train.amp and device.type == "cuda"
     ):
         out = model(batch)
-    labels = occupancy_readout(
-        out["density"].float(), out["semantics"].float(), preset.loss.occupancy_threshold
-    )
+    labels = occupancy_readout(out["density"].float(), out["semantics"].float(), preset.readout_threshold())
     return resample_labels(labels, preset.grid, out_grid)
 
 
@@ -130,8 +128,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--voxel-size", type=float, default=0.4, help="output grid voxel (Occ3D: 0.4 m)")
     parser.add_argument("--weights", default="ema", choices=("ema", "model"))
     parser.add_argument(
-        "--threshold", type=float, default=None, help="read-out density threshold (default: the preset's)"
-    )
+        "--threshold", type=float, nargs="+", default=None, metavar="T",
+        help="read-out density threshold, or one per z layer (renderocc calibrate; default: the preset's)",
+    )  # fmt: skip
     parser.add_argument("--device", default=None, help="cpu, cuda (default: cuda when available)")
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--num-workers", type=int, default=2)
@@ -146,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model, preset = load_model(args.checkpoint, which=args.weights, device=device)
     if args.threshold is not None:
-        preset = preset.replace(loss={"occupancy_threshold": args.threshold})
+        preset = preset.with_readout(args.threshold)
     out_grid = VoxelGrid(preset.grid.lower, preset.grid.upper, args.voxel_size)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -98,3 +98,28 @@ def test_calibrate_picks_the_threshold_that_separates_the_votes():
     )
     assert result["threshold"] == 9.0 and result["iou"] == 1.0 and result["frames"] == 1
     assert len(result["ious"]) == len(result["thresholds"]) == 36
+
+
+def test_calibrate_picks_a_threshold_per_layer_and_falls_back_where_votes_are_few():
+    from renderocc.config import get_preset
+
+    preset = get_preset("demo").replace(grid=GRID)
+    g = torch.Generator().manual_seed(1)
+    angle = torch.rand(85, generator=g) * 2 * math.pi
+    heights = torch.tensor([0.0] * 40 + [1.6] * 40 + [3.2] * 5)  # z layers 0, 2 and 4 (5 rays only)
+    walls = torch.stack([5 * angle.cos(), 5 * angle.sin(), heights], -1)
+    batch = _rays(walls.tolist(), [15] * 85, [True] * 85)
+    votes = ray_votes(batch, GRID).view(1, *GRID.shape)
+    # the ground layer's scale is lower: occupied 4 / free 1 there, 14 / 9 above, 20 / 16 in layer 4
+    occupied = torch.tensor([4.0, 14.0, 14.0, 14.0, 20.0, 14.0])
+    free = torch.tensor([1.0, 9.0, 9.0, 9.0, 16.0, 9.0])
+    density = torch.where(votes == OCCUPIED_VOTE, occupied, free)
+    result = calibrate(
+        _FixedDensity(density), [batch], preset, torch.device("cpu"), torch.arange(2.0, 20.0, 0.5),
+        min_layer_votes=10,
+    )  # fmt: skip
+    assert result["threshold"] == 9.0
+    per_layer = (votes == OCCUPIED_VOTE).sum((0, 1, 2))  # occupied voxels per layer (rays share some)
+    assert result["layer_votes"] == per_layer.tolist() and per_layer[0] > 10 and per_layer[4] == 5
+    # layers 1, 3, 5 have no occupied votes and layer 4 too few: the global threshold there
+    assert result["layer_thresholds"] == [2.0, 9.0, 9.0, 9.0, 9.0, 9.0]

@@ -17,6 +17,21 @@ def test_readout_thresholds_density_and_takes_argmax():
     assert labels.dtype == torch.uint8
     assert labels.flatten().tolist() == [FREE, FREE, 11, 16]  # 8.5 itself is free: strictly greater
     assert occupancy_readout(density, semantics, threshold=0.0).flatten().tolist() == [3, 0, 11, 16]
+    # one threshold per z layer (the last axis)
+    per_layer = occupancy_readout(density, semantics, threshold=(8.0, 9.0, 8.0, 200.0))
+    assert per_layer.flatten().tolist() == [3, FREE, 11, FREE]
+
+
+def test_preset_readout_is_one_threshold_or_one_per_layer():
+    from renderocc.config import get_preset
+
+    preset = get_preset("demo")  # 4 z layers
+    assert preset.readout_threshold() == 8.5
+    layered = preset.with_readout([2.0, 9.0, 10.0, 12.0])
+    assert layered.readout_threshold() == (2.0, 9.0, 10.0, 12.0)
+    assert layered.with_readout([11.0]).readout_threshold() == 11.0  # one value replaces the layers
+    with pytest.raises(ValueError, match="readout_thresholds has 3 values but the grid has 4 z layers"):
+        preset.with_readout([2.0, 9.0, 10.0])
 
 
 def test_heads_are_channel_last_and_density_nonnegative():

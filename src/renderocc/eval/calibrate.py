@@ -6,8 +6,9 @@ A 2D-trained model's densities have no fixed scale: the threshold at which a vox
 a choice, and choosing it on 3D labels would use 3D supervision. Here each frame's labelled rays vote
 instead, as Occ3D's own ground truth is built from LiDAR rays: the voxel that holds a ray's LiDAR point is
 occupied, the voxels the ray crosses before it (clear of the surface, `render.losses.free_points`) are
-free. The threshold whose read-out agrees best with those votes (IoU of occupied votes) is printed; pass it
-to `renderocc eval` / `infer` as --threshold.
+free. The threshold whose read-out agrees best with those votes (IoU of occupied votes) is printed, over
+the whole grid and per z layer (the density scale differs with height: the ground layer, seen at grazing
+angles, holds lower densities than walls); pass either to `renderocc eval` / `infer` as --threshold.
 """
 
 from __future__ import annotations
@@ -83,31 +84,42 @@ def calibrate(
     thresholds: torch.Tensor,
     amp: bool = False,
     progress: bool = True,
+    min_layer_votes: int = 1000,
 ) -> dict:
-    """The read-out threshold of `model` that agrees best with the labelled rays of a loader's frames.
+    """The read-out threshold of `model` that agrees best with the labelled rays of a loader's frames, over
+    the whole grid and per height layer.
 
-    Returns {"threshold", "iou" (its agreement), "thresholds", "ious" (per threshold), "frames"}.
+    Returns {"threshold", "iou" (its agreement), "thresholds", "ious" (per threshold), "layer_thresholds"
+    (one per z layer: the best of that layer's votes; the global one where a layer has fewer than
+    `min_layer_votes` occupied votes), "layer_votes" (occupied votes per layer), "frames"}.
     """
     was_training = model.training
     model.eval()
-    counts = torch.zeros(len(thresholds), 3, dtype=torch.int64, device=device)
+    layers = preset.grid.shape[2]
+    counts = torch.zeros(layers, len(thresholds), 3, dtype=torch.int64, device=device)
     thresholds = thresholds.to(device)
     frames = 0
     for batch in tqdm(loader, desc="calibrate", unit="batch", disable=not progress, leave=False):
         batch = batch_to(batch, device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
             density = model(batch)["density"].float()
-        votes = ray_votes(batch, preset.grid)
-        counts += agreement_counts(density.flatten(1), votes, thresholds)
+        votes = ray_votes(batch, preset.grid).view(density.shape)
+        for z in range(layers):
+            counts[z] += agreement_counts(density[..., z], votes[..., z], thresholds)
         frames += density.shape[0]
     model.train(was_training)
-    ious = agreement_iou(counts)
+    ious = agreement_iou(counts.sum(0))
     best = int(ious.argmax())
+    layer_votes = counts[:, 0, 0] + counts[:, 0, 2]  # TP + FN: the occupied votes
+    layer_best = thresholds[torch.stack([agreement_iou(c).argmax() for c in counts])]
+    layer_best = torch.where(layer_votes >= min_layer_votes, layer_best, thresholds[best])
     return {
         "threshold": float(thresholds[best]),
         "iou": float(ious[best]),
         "thresholds": thresholds.tolist(),
         "ious": ious.tolist(),
+        "layer_thresholds": layer_best.tolist(),
+        "layer_votes": layer_votes.tolist(),
         "frames": frames,
     }
 
@@ -158,6 +170,11 @@ def run(args: argparse.Namespace) -> int:
         f"best read-out threshold {result['threshold']:.1f} (agreement IoU {result['iou']:.3f} over "
         f"{result['frames']} {args.split} frames; the preset's is {preset.loss.occupancy_threshold}); "
         f"use it with `renderocc eval --threshold {result['threshold']:.1f}`"
+    )
+    layers = " ".join(f"{t:.1f}" for t in result["layer_thresholds"])
+    print(
+        f"best per z layer (lowest first; the global one where a layer has too few occupied votes): "
+        f"{layers}; use them with `renderocc eval --threshold {layers}`"
     )
     if args.json:
         print(f"written to {write_json_atomic(args.json, result)}")

@@ -24,8 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--weights", default="ema", choices=("ema", "model"), help="EMA or raw weights")
     parser.add_argument(
-        "--threshold", type=float, default=None, help="read-out density threshold (default: the preset's)"
-    )
+        "--threshold", type=float, nargs="+", default=None, metavar="T",
+        help="read-out density threshold, or one per z layer (renderocc calibrate; default: the preset's)",
+    )  # fmt: skip
     parser.add_argument("--device", default=None, help="cpu, cuda (default: cuda when available)")
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--num-workers", type=int, default=2)
@@ -77,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         checkpoint = resolve_checkpoint(args.checkpoint)
         model, preset = load_model(checkpoint, preset, args.weights, dist.device)
         if args.threshold is not None:
-            preset = preset.replace(loss={"occupancy_threshold": args.threshold})
+            preset = preset.with_readout(args.threshold)
         loader = eval_loader(
             index, preset.data, args.split, args.batch_size, args.num_workers, dist.rank, dist.world_size,
             args.max_samples,
@@ -87,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
             amp=preset.train.amp, progress=dist.is_main,
         )  # fmt: skip
         source, is_main = str(checkpoint), dist.is_main
-        result["occupancy_threshold"] = preset.loss.occupancy_threshold
+        result["occupancy_threshold"] = preset.readout_threshold()
         distributed.cleanup()
     if not is_main:
         return 0

@@ -125,9 +125,7 @@ def evaluate_model(
         batch = batch_to(batch, device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
             out = model(batch)
-        pred = occupancy_readout(
-            out["density"].float(), out["semantics"].float(), preset.loss.occupancy_threshold
-        )
+        pred = occupancy_readout(out["density"].float(), out["semantics"].float(), preset.readout_threshold())
         gt = batch["voxel_semantics"]
         grid = label_grid(preset.grid, tuple(gt.shape[1:]))
         pred = resample_labels(pred, preset.grid, grid)

@@ -38,10 +38,14 @@ class VoxelHeads(nn.Module):
         return self.density(x).squeeze(-1).contiguous(), self.semantics(x).contiguous()
 
 
-def occupancy_readout(density: torch.Tensor, semantics: torch.Tensor, threshold: float = 8.5) -> torch.Tensor:
+def occupancy_readout(
+    density: torch.Tensor, semantics: torch.Tensor, threshold: float | torch.Tensor = 8.5
+) -> torch.Tensor:
     """Occ3D labels: argmax class where density > threshold, else free (17).
 
-    density [B, X, Y, Z], semantics [B, X, Y, Z, K] -> uint8 [B, X, Y, Z].
+    density [B, X, Y, Z], semantics [B, X, Y, Z, K] -> uint8 [B, X, Y, Z]. threshold: one number, or one per
+    height layer [Z].
     """
     labels = semantics.argmax(-1).to(torch.uint8)
+    threshold = torch.as_tensor(threshold, dtype=density.dtype, device=density.device)
     return torch.where(density > threshold, labels, torch.full_like(labels, FREE))

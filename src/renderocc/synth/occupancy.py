@@ -1,10 +1,12 @@
 """Occ3D ground truth from the exact geometry: voxel semantics and the LiDAR / camera visibility masks.
 
-Voxelisation rule ("any occupancy" with priorities): each 0.4 m voxel is probed at its 2 x 2 x 2 sub-sample
-points (centre +- voxel/4). A primitive claims the voxel if it contains any probe; the ground claims it if a
-probe lies in the 0.2 m skin just below the road surface (z in [-0.2, 0)). Among the claims the class of
-highest PRIORITY wins, so small objects survive next to the road or a building. Thin solids (>= 0.3 m
-across) always contain a probe, which keeps poles, cones and fences in the grid.
+Voxelisation rule ("any occupancy" with priorities), as Occ3D builds its labels from the surface points
+inside each voxel: a primitive claims every 0.4 m voxel it reaches into (by more than MARGIN, so solids
+that only touch a voxel's face stay out of it), so a LiDAR point on a surface always lies in an occupied
+voxel. The tests are exact: separating axes for boxes, nearest points for cylinders and ellipsoids. The
+ground claims a voxel if one of its 2 x 2 x 2 sub-sample points (centre +- voxel/4) lies in the 0.2 m skin
+just below the road surface (z in [-0.2, 0)). Among the claims the class of highest PRIORITY wins, so small
+objects survive next to the road or a building.
 """
 
 from __future__ import annotations
@@ -20,6 +22,61 @@ from renderocc.synth.world import BOX, ELLIPSOID, World
 # Occ3D class -> priority (higher wins when several classes claim one voxel).
 PRIORITY = torch.tensor([8, 9, 12, 6, 7, 6, 12, 13, 11, 6, 6, 1, 2, 3, 0, 5, 4])
 GROUND_SKIN = 0.2  # m below the surface that counts as ground
+MARGIN = 1e-3  # m a solid must reach into a voxel to claim it
+
+
+def column_overlaps(
+    kind: torch.Tensor, d: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, half: torch.Tensor, vs: float
+) -> torch.Tensor:
+    """Whether vertical boxes / cylinders reach more than MARGIN into square voxel columns, in xy.
+
+    kind [N] (BOX or CYLINDER); d [N, 2] column centre minus primitive centre; cos, sin [N] of the
+    primitive's yaw in the same frame; half [N, 3] (cylinder: radius first); vs the voxel size -> bool [N].
+    """
+    a = vs / 2 - MARGIN  # half side of the column shrunk by the margin
+    c, s = cos.abs(), sin.abs()
+    # box and square are convex polygons: they overlap iff no axis of either separates them
+    u = cos * d[:, 0] + sin * d[:, 1]
+    v = -sin * d[:, 0] + cos * d[:, 1]
+    in_box = (
+        (d[:, 0].abs() < c * half[:, 0] + s * half[:, 1] + a)
+        & (d[:, 1].abs() < s * half[:, 0] + c * half[:, 1] + a)
+        & (u.abs() < half[:, 0] + a * (c + s))
+        & (v.abs() < half[:, 1] + a * (c + s))
+    )
+    # cylinder: the column's point nearest the axis lies within the radius
+    in_cyl = ((d.abs() - a).clamp_min(0) ** 2).sum(-1) < half[:, 0] ** 2
+    return torch.where(kind == BOX, in_box, in_cyl)
+
+
+def ellipsoid_overlaps(
+    d: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, half: torch.Tensor, vs: float
+) -> torch.Tensor:
+    """Whether ellipsoids (yawed about z) reach more than MARGIN into cubic voxels.
+
+    d [N, 3] voxel centre minus ellipsoid centre; cos, sin [N] of the yaw; half [N, 3] semi-axes -> bool
+    [N]. Exact: in the ellipsoid's frame scaled to the unit ball the voxel becomes a parallelogram (xy)
+    times an interval (z), so the squared distance from the ball's centre splits into the two parts.
+    """
+    a = vs / 2 - MARGIN
+    dz = ((d[:, 2].abs() - a).clamp_min(0) / half[:, 2]) ** 2
+    corners = torch.tensor([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]], device=d.device) * a
+    xy = d[:, None, :2] + corners  # [N, 4, 2], counter-clockwise
+    local = torch.stack(
+        [
+            cos[:, None] * xy[..., 0] + sin[:, None] * xy[..., 1],
+            -sin[:, None] * xy[..., 0] + cos[:, None] * xy[..., 1],
+        ],
+        -1,
+    )
+    poly = local / half[:, None, :2]  # still counter-clockwise: the scaling is positive
+    edge = poly.roll(-1, dims=1) - poly
+    # the origin is inside iff it lies left of every edge
+    cross = edge[..., 0] * -poly[..., 1] - edge[..., 1] * -poly[..., 0]
+    inside = (cross >= 0).all(1)
+    t = ((-poly * edge).sum(-1) / (edge * edge).sum(-1)).clamp(0, 1)
+    dxy = (poly + t[..., None] * edge).pow(2).sum(-1).amin(1)
+    return torch.where(inside, torch.zeros_like(dz), dxy) + dz < 1.0
 
 
 def _probe_offsets(voxel_size: float, device) -> torch.Tensor:
@@ -89,28 +146,23 @@ def voxelize(
         c, s = cos[pid][:, None], sin[pid][:, None]
         return torch.stack([c * q[..., 0] + s * q[..., 1], -s * q[..., 0] + c * q[..., 1], q[..., 2]], -1)
 
-    # Boxes and vertical cylinders are separable (inside = inside_xy and inside_z), and so are the probes
-    # (4 xy positions x 2 heights): test each voxel column once and each layer once.
+    # Boxes and vertical cylinders are separable (overlap = overlap in xy and in z): test each voxel column
+    # once and each layer once.
     layer_z = lower[2] + (torch.arange(shape[2], device=device) + 0.5) * vs
-    z_probe = layer_z[None, :, None] + offsets[:2, 2][None, None] - c_e[:, 2, None, None]  # [M, Z, 2]
-    layer_in = (z_probe.abs() <= prims.half[:, 2, None, None]).any(-1)  # [M, Z]
+    layer_in = (layer_z[None] - c_e[:, 2, None]).abs() < prims.half[:, 2, None] + vs / 2 - MARGIN  # [M, Z]
     separable = (prims.kind != ELLIPSOID) & (size.prod(-1) > 0)
     pid, cell = _cells(separable.nonzero().squeeze(1), lo[:, :2], size[:, :2])
     if len(pid):
-        xy = (lower[:2] + (cell.float() + 0.5) * vs)[:, None] + offsets[None, ::2, :2]  # [N, 4, 2]
-        q = local(torch.cat([xy, torch.zeros_like(xy[..., :1])], -1), pid)
-        h = prims.half[pid][:, None]
-        in_box = (q[..., 0].abs() <= h[..., 0]) & (q[..., 1].abs() <= h[..., 1])
-        in_cyl = q[..., 0] ** 2 + q[..., 1] ** 2 <= h[..., 0] ** 2
-        column_in = torch.where((prims.kind[pid] == BOX)[:, None], in_box, in_cyl).any(1)
+        d = lower[:2] + (cell.float() + 0.5) * vs - c_e[pid, :2]
+        column_in = column_overlaps(prims.kind[pid], d, cos[pid], sin[pid], prims.half[pid], vs)
         pid, cell = pid[column_in], cell[column_in]
         col, z = (layer_in[pid]).nonzero(as_tuple=True)
         claim(pid[col], torch.cat([cell[col], z[:, None]], -1))
-    # ellipsoids (pedestrians, tree crowns): all 8 probes of every voxel in their box
+    # ellipsoids (pedestrians, tree crowns)
     pid, cell = _cells(((prims.kind == ELLIPSOID) & (size.prod(-1) > 0)).nonzero().squeeze(1), lo, size)
     if len(pid):
-        q = local((lower + (cell.float() + 0.5) * vs)[:, None] + offsets[None], pid)
-        hit = (((q / prims.half[pid][:, None]) ** 2).sum(-1) <= 1.0).any(1)
+        d = lower + (cell.float() + 0.5) * vs - c_e[pid]
+        hit = ellipsoid_overlaps(d, cos[pid], sin[pid], prims.half[pid], vs)
         claim(pid[hit], cell[hit])
     return _decode(code, shape)
 
