@@ -73,6 +73,18 @@ SETTINGS: dict[str, tuple[str, dict]] = {
 }
 
 
+def split_seed(name: str) -> tuple[str, int | None]:
+    """'2d-seed1' -> ('2d', 1): a setting trained with another training seed; '2d' -> ('2d', None)."""
+    setting, sep, seed = name.rpartition("-seed")
+    return (setting, int(seed)) if sep and seed.isdigit() else (name, None)
+
+
+def checked_setting(name: str) -> str:
+    if split_seed(name)[0] not in SETTINGS:
+        raise argparse.ArgumentTypeError(f"unknown setting {name!r}; valid: {', '.join(SETTINGS)} (+ -seedN)")
+    return name
+
+
 def setting_preset(base: Preset, name: str) -> tuple[Preset, str]:
     """The preset and supervision of a named setting."""
     if name not in SETTINGS:
@@ -104,17 +116,15 @@ def run_setting(name: str, base: Preset, dataroot: Path | None, out: Path, args:
     from renderocc.train import TrainOptions, train
     from renderocc.train_utils.data import eval_loader, open_index
 
-    seed, tag = args.seed, name
-    if args.train_seed is not None:
-        seed, tag = args.train_seed, f"{name}-seed{args.train_seed}"
-    result_file = out / tag / "result.json"
+    result_file = out / name / "result.json"
     if result_file.is_file():
         return json.loads(result_file.read_text())
-    preset, supervision = setting_preset(base, name)
+    setting, seed = split_seed(name)
+    preset, supervision = setting_preset(base, setting)
     opts = TrainOptions(
-        dataroot, out / tag / "run", VERSION, supervision=supervision, max_iters=args.iters,
-        device=args.device, seed=seed, num_workers=args.workers, val_every=args.val_every,
-        val_samples=args.val_samples, time_budget_s=args.budget_s,
+        dataroot, out / name / "run", VERSION, supervision=supervision, max_iters=args.iters,
+        device=args.device, seed=args.seed if seed is None else seed, num_workers=args.workers,
+        val_every=args.val_every, val_samples=args.val_samples, time_budget_s=args.budget_s,
     )  # fmt: skip
     checkpoint = train(preset, opts)
     device = torch.device(args.device)
@@ -122,7 +132,7 @@ def run_setting(name: str, base: Preset, dataroot: Path | None, out: Path, args:
     index = open_index(dataroot, VERSION)
     loader = eval_loader(index, preset.data, "val", 1, args.workers)
     metrics = evaluate_model(model, loader, preset, index, device, rayiou=True, amp=preset.train.amp)
-    metrics.update(setting=tag, supervision=supervision, steps=int(checkpoint.name.removeprefix("step-")))
+    metrics.update(setting=name, supervision=supervision, steps=int(checkpoint.name.removeprefix("step-")))
     if args.calibrate:
         metrics["calibrated"] = calibrated_metrics(model, preset, index, loader, device, args)
     write_json_atomic(result_file, metrics)
@@ -207,6 +217,12 @@ def tables(results: list[dict], reference: str | None) -> str:
                 f"| {r['setting']} | {c['agreement']['threshold']:.1f} | {fmt(c['miou'])} | "
                 f"{fmt(c.get('rayiou'))} |"
             )
+            if "per_layer" in c:
+                layers = " ".join(f"{t:g}" for t in c["agreement"]["layer_thresholds"])
+                lines.append(
+                    f"| {r['setting']} | per z layer: {layers} | {fmt(c['per_layer']['miou'])} | "
+                    f"{fmt(c['per_layer'].get('rayiou'))} |"
+                )
     names = OCC3D_CLASSES[:17]
     lines += ["", "| setting | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     for r in results:
@@ -221,7 +237,10 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--preset", default="r50-256x704")
-    parser.add_argument("--settings", nargs="+", default=["2d", "3d", "2d+3d"], choices=list(SETTINGS))
+    parser.add_argument(
+        "--settings", nargs="+", default=["2d", "3d", "2d+3d"], type=checked_setting, metavar="SETTING",
+        help=f"any of {', '.join(SETTINGS)}; SETTING-seedN trains it with training seed N on the same data",
+    )  # fmt: skip
     parser.add_argument("--train-scenes", type=int, default=40)
     parser.add_argument("--val-scenes", type=int, default=6)
     parser.add_argument("--frames", type=int, default=25, help="keyframes per scene")
@@ -232,11 +251,9 @@ def main() -> None:
     parser.add_argument("--val-samples", type=int, default=32, help="frames of the periodic validation")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--workers", type=int, default=12, help="data loader (and 2D label) processes")
-    parser.add_argument("--seed", type=int, default=0, help="data and training seed")
     parser.add_argument(
-        "--train-seed", type=int, default=None,
-        help="another training seed on the same data; results go to OUT/<setting>-seed<N>",
-    )  # fmt: skip
+        "--seed", type=int, default=0, help="data seed, and the training seed of settings without -seedN"
+    )
     parser.add_argument("--no-report", action="store_true", help="train and evaluate only; no tables")
     parser.add_argument(
         "--calibrate",

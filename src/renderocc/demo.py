@@ -161,11 +161,11 @@ def run_demo(
     agreement = calibrate(model, votes, preset, dev, torch.tensor(DEFAULT_THRESHOLDS), amp=preset.train.amp)
     loader = eval_loader(index, preset.data, "val", 1, 0)
     fixed = evaluate_model(model, loader, preset, index, dev, rayiou=True, amp=preset.train.amp)
+    fixed = {"threshold": preset.loss.occupancy_threshold, **fixed}
     preset = preset.with_readout(agreement["layer_thresholds"])
     metrics = evaluate_model(model, loader, preset, index, dev, rayiou=True, amp=preset.train.amp)
     metrics["readout_thresholds"] = agreement["layer_thresholds"]
-    metrics["preset_threshold"] = {k: fixed[k] for k in ("miou", "rayiou", "per_class_iou")}
-    metrics["preset_threshold"]["threshold"] = fixed_threshold = preset.loss.occupancy_threshold
+    metrics["preset_threshold"] = {k: fixed[k] for k in ("threshold", "miou", "rayiou", "per_class_iou")}
     stage("evaluate")
 
     pred_dir, picture_dir = out / "predictions", out / "pictures"
@@ -188,7 +188,7 @@ def run_demo(
     print(report(metrics))
     print(
         f"[demo] read-out per z layer {agreement['layer_thresholds']} (chosen from 2D labels); at the "
-        f"preset's {fixed_threshold}: mIoU {fixed['miou']:.2f}, RayIoU {fixed['rayiou']:.2f}"
+        f"preset's {fixed['threshold']}: mIoU {fixed['miou']:.2f}, RayIoU {fixed['rayiou']:.2f}"
     )
     print(f"[demo] total {metrics['timings_s']['total']:.0f} s")
     print(f"[demo] metrics:        {metrics_path}")

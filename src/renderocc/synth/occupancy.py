@@ -140,12 +140,6 @@ def voxelize(
         flat = (idx[:, 0] * shape[1] + idx[:, 1]) * shape[2] + idx[:, 2]
         code.scatter_reduce_(0, flat, code_prim[pid], reduce="amax")
 
-    def local(points: torch.Tensor, pid: torch.Tensor) -> torch.Tensor:
-        """Ego points [N, P, 3] into the frames of primitives pid [N]."""
-        q = points - c_e[pid][:, None]
-        c, s = cos[pid][:, None], sin[pid][:, None]
-        return torch.stack([c * q[..., 0] + s * q[..., 1], -s * q[..., 0] + c * q[..., 1], q[..., 2]], -1)
-
     # Boxes and vertical cylinders are separable (overlap = overlap in xy and in z): test each voxel column
     # once and each layer once.
     layer_z = lower[2] + (torch.arange(shape[2], device=device) + 0.5) * vs
