@@ -30,6 +30,7 @@ from renderocc.core.camera import CAMERAS
 from renderocc.core.files import atomic_write
 from renderocc.core.grid import VoxelGrid
 from renderocc.data.batch import batch_to
+from renderocc.eval.calibrate import add_readout_arguments, with_readout_arguments
 
 
 def _matrix(value, shape: tuple[int, int], where: str) -> np.ndarray:
@@ -127,10 +128,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="folder for <sample_token>.npz")
     parser.add_argument("--voxel-size", type=float, default=0.4, help="output grid voxel (Occ3D: 0.4 m)")
     parser.add_argument("--weights", default="ema", choices=("ema", "model"))
-    parser.add_argument(
-        "--threshold", type=float, nargs="+", default=None, metavar="T",
-        help="read-out density threshold, or one per z layer (renderocc calibrate; default: the preset's)",
-    )  # fmt: skip
+    add_readout_arguments(parser)
     parser.add_argument("--device", default=None, help="cpu, cuda (default: cuda when available)")
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--num-workers", type=int, default=2)
@@ -144,8 +142,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--images needs --calib calib.json (intrinsics and sensor2ego of the six cameras)")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model, preset = load_model(args.checkpoint, which=args.weights, device=device)
-    if args.threshold is not None:
-        preset = preset.with_readout(args.threshold)
+    preset = with_readout_arguments(preset, args)
     out_grid = VoxelGrid(preset.grid.lower, preset.grid.upper, args.voxel_size)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)

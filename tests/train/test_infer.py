@@ -120,6 +120,28 @@ def test_calibrate_cli_prints_and_writes_the_threshold(prepared, tiny_run, tmp_p
     result = json.loads(out.read_text())
     assert result["frames"] == 2 and result["split"] == "train"
     assert result["threshold"] in result["thresholds"] and 0 <= result["iou"] <= 1
-    assert f"best read-out threshold {result['threshold']:.1f}" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert f"best read-out threshold {result['threshold']:.1f}" in printed
+    layers = " ".join(f"{t:.1f}" for t in result["layer_thresholds"])
+    assert f"--threshold {layers}" in printed and f"--readout {out}" in printed
     assert main([*args[:-2], "--split", "nope"]) == 2
     assert "unknown --split 'nope'" in capsys.readouterr().err
+
+    # eval and infer read the per-layer thresholds back from the JSON
+    scored = tmp_path / "scored.json"
+    evaluate = ["eval", "--checkpoint", str(tiny_run), *common, "--no-rayiou", "--json", str(scored)]
+    assert main([*evaluate, "--readout", str(out)]) == 0
+    assert json.loads(scored.read_text())["occupancy_threshold"] == result["layer_thresholds"]
+    by_hand = tmp_path / "by_hand.json"
+    assert main([*evaluate[:-1], str(by_hand), "--threshold", *layers.split()]) == 0
+    assert json.loads(by_hand.read_text())["miou"] == json.loads(scored.read_text())["miou"]
+    pred = tmp_path / "pred"
+    infer = ["infer", "--checkpoint", str(tiny_run), *common, "--out", str(pred), "--max-samples", "1"]
+    assert main([*infer, "--readout", str(out)]) == 0 and len(list(pred.glob("*.npz"))) == 1
+    # a file that is not calibrate's, a missing one, a wrong count of thresholds
+    assert main([*evaluate, "--readout", str(scored)]) == 2
+    assert "has no layer_thresholds; pass the --json of renderocc calibrate" in capsys.readouterr().err
+    assert main([*evaluate, "--readout", str(tmp_path / "missing.json")]) == 2
+    assert "no such file; write it with `renderocc calibrate" in capsys.readouterr().err
+    assert main([*evaluate, "--threshold", "8", "9"]) == 2
+    assert "readout_thresholds has 2 values but the grid has" in capsys.readouterr().err

@@ -14,7 +14,9 @@ angles, holds lower densities than walls); pass either to `renderocc eval` / `in
 from __future__ import annotations
 
 import argparse
+import json
 import math
+from pathlib import Path
 
 import torch
 from tqdm import tqdm
@@ -124,6 +126,45 @@ def calibrate(
     }
 
 
+def load_readout(path: str | Path) -> list[float]:
+    """The per-layer read-out thresholds saved by `renderocc calibrate --json PATH`."""
+    try:
+        result = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"--readout {path}: no such file; write it with `renderocc calibrate ... --json {path}`"
+        ) from None
+    except json.JSONDecodeError as error:
+        raise ValueError(
+            f"--readout {path} is not JSON ({error}); pass the --json of renderocc calibrate"
+        ) from None
+    if not isinstance(result, dict) or "layer_thresholds" not in result:
+        raise ValueError(f"--readout {path} has no layer_thresholds; pass the --json of renderocc calibrate")
+    return [float(t) for t in result["layer_thresholds"]]
+
+
+def add_readout_arguments(parser: argparse.ArgumentParser) -> None:
+    """--threshold / --readout of the commands that read out a checkpoint (eval, infer)."""
+    readout = parser.add_mutually_exclusive_group()
+    readout.add_argument(
+        "--threshold", type=float, nargs="+", default=None, metavar="T",
+        help="read-out density threshold, or one per z layer (default: the preset's)",
+    )  # fmt: skip
+    readout.add_argument(
+        "--readout", default=None, metavar="JSON",
+        help="read out with the per-layer thresholds of `renderocc calibrate --json JSON`",
+    )  # fmt: skip
+
+
+def with_readout_arguments(preset: Preset, args: argparse.Namespace) -> Preset:
+    """`preset` reading out as --threshold / --readout say (unchanged when neither is given)."""
+    if args.readout is not None:
+        return preset.with_readout(load_readout(args.readout))
+    if args.threshold is not None:
+        return preset.with_readout(args.threshold)
+    return preset
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="run directory or RUN/checkpoints/step-N")
     parser.add_argument("--dataroot", required=True, help="dataset prepared by `renderocc prepare`")
@@ -175,6 +216,7 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"best per z layer (lowest first; the global one where a layer has too few occupied votes): "
         f"{layers}; use them with `renderocc eval --threshold {layers}`"
+        + (f" or `--readout {args.json}`" if args.json else "")
     )
     if args.json:
         print(f"written to {write_json_atomic(args.json, result)}")

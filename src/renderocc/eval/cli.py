@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 from renderocc.config import PRESETS, get_preset
+from renderocc.eval.calibrate import add_readout_arguments, with_readout_arguments
 from renderocc.eval.miou import format_table
 
 
@@ -23,10 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--preset", default=None, help=f"override the checkpoint's preset: {', '.join(PRESETS)}"
     )
     parser.add_argument("--weights", default="ema", choices=("ema", "model"), help="EMA or raw weights")
-    parser.add_argument(
-        "--threshold", type=float, nargs="+", default=None, metavar="T",
-        help="read-out density threshold, or one per z layer (renderocc calibrate; default: the preset's)",
-    )  # fmt: skip
+    add_readout_arguments(parser)
     parser.add_argument("--device", default=None, help="cpu, cuda (default: cuda when available)")
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--num-workers", type=int, default=2)
@@ -59,8 +57,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.max_samples is not None and args.max_samples <= 0:
         raise ValueError(f"--max-samples must be positive, got {args.max_samples}")
-    if args.pred and args.threshold is not None:
-        raise ValueError("--threshold reads out a --checkpoint; --pred files are labels already")
+    if args.pred and (args.threshold is not None or args.readout is not None):
+        raise ValueError("--threshold / --readout read out a --checkpoint; --pred files are labels already")
     preset = get_preset(args.preset) if args.preset else None
     index = open_index(args.dataroot, args.version, args.index)
     if args.split not in index.splits:
@@ -77,8 +75,7 @@ def run(args: argparse.Namespace) -> int:
         dist = distributed.setup(args.device)
         checkpoint = resolve_checkpoint(args.checkpoint)
         model, preset = load_model(checkpoint, preset, args.weights, dist.device)
-        if args.threshold is not None:
-            preset = preset.with_readout(args.threshold)
+        preset = with_readout_arguments(preset, args)
         loader = eval_loader(
             index, preset.data, args.split, args.batch_size, args.num_workers, dist.rank, dist.world_size,
             args.max_samples,
