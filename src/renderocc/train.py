@@ -458,4 +458,15 @@ def run(args: argparse.Namespace) -> int:
     final = train(preset, opts)
     if os.environ.get("RANK", "0") == "0":
         print(f"checkpoint: {final}")
+        if args.supervision == "2d":  # a 2D-trained density has no fixed scale: the read-out is chosen after
+            data = f"--dataroot {args.dataroot}" + "".join(
+                f" --{flag} {value}"
+                for flag, value in (("version", args.version), ("index", args.index))
+                if value
+            )
+            readout = Path(args.out) / "readout.json"
+            print(
+                f"read-out thresholds from 2D labels: renderocc calibrate --checkpoint {args.out} {data} "
+                f"--json {readout}; then pass --readout {readout} to eval / infer"
+            )
     return 0

@@ -141,5 +141,8 @@ def test_two_gloo_processes_train_under_torchrun(prepared, tmp_path):
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert latest_checkpoint(tmp_path / "run").name == "step-00000002"
+    # rank 0 alone names the next step, the read-out calibration, with the same data arguments
+    hint = f"renderocc calibrate --checkpoint {tmp_path / 'run'} --dataroot {prepared.dataroot} --index"
+    assert done.stdout.count(hint) == 1
     record = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
     assert record["samples_per_s"] > 0
