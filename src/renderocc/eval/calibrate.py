@@ -8,7 +8,8 @@ instead, as Occ3D's own ground truth is built from LiDAR rays: the voxel that ho
 occupied, the voxels the ray crosses before it (clear of the surface, `render.losses.free_points`) are
 free. The threshold whose read-out agrees best with those votes (IoU of occupied votes) is printed, over
 the whole grid and per z layer (the density scale differs with height: the ground layer, seen at grazing
-angles, holds lower densities than walls); pass either to `renderocc eval` / `infer` as --threshold.
+angles, holds lower densities than walls); pass either to `renderocc eval` / `infer` as --threshold, or
+the --json file as --readout.
 """
 
 from __future__ import annotations
