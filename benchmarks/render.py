@@ -4,7 +4,9 @@ GPU (default when CUDA is present): 38,400 rays per sample through the Occ3D gri
 classes, step 0.2 m), batch 1 and 2, for a freshly initialised field and a trained-like one (dense
 ground and boxes, free elsewhere); median ms and peak extra memory over the inputs. `--check` first
 compares the two implementations on the GPU. CPU: the torch reference per sample in the demo preset's
-setting (100x100x8 grid at 0.8 m, 8,192 rays, step 0.4 m).
+setting (100x100x8 grid at 0.8 m, 8,192 rays, step 0.4 m). Then the 2D losses of a training step as
+`renderocc train` computes them (r50-256x704 on the GPU, demo on the CPU): all of them, replayed as CUDA
+graphs, and all but each term beside the renderer's own, with wall and GPU-busy ms.
 
     PYTHONPATH=src python benchmarks/render.py [--check] [--json out.json]
 """
@@ -12,10 +14,12 @@ setting (100x100x8 grid at 0.8 m, 8,192 rays, step 0.4 m).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import statistics
 import time
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
@@ -25,10 +29,9 @@ from renderocc.core.grid import VoxelGrid
 from renderocc.render import fused, volume_render
 from renderocc.render.losses import (
     class_weights_from_counts,
-    line_of_sight_free_space,
     rendering_losses,
-    surface_losses,
 )
+from renderocc.train_utils.cuda_graphs import GraphedLosses
 
 
 def make_field(kind: str, grid: VoxelGrid, batch: int, classes: int, device: str, seed: int) -> tuple:
@@ -131,24 +134,61 @@ def time_step(
     )
 
 
-def time_ray_terms(field, rays, grid, threshold: float, repeats: int, device: str) -> dict[str, tuple]:
-    """Median ms and peak extra MB of forward + backward of each 2D term outside the renderer:
-    line of sight (8 points per ray) and the LiDAR point's voxel (occupancy + semantics)."""
-    density, semantics = field
+def gpu_busy_ms(fn, repeats: int = 5, table: str = "") -> float:
+    """Mean summed CUDA kernel time of a call of fn(), in ms (launch overhead excluded); prints the kernel
+    table under the title `table` if given."""
+    fn()
+    torch.cuda.synchronize()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        for _ in range(repeats):
+            fn()
+        torch.cuda.synchronize()
+    if table:
+        print(f"profile {table} ({repeats} calls)")
+        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=25, max_name_column_width=70))
+    kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    return sum(e.device_time for e in kernels) / 1e3 / repeats
 
-    def surface():
-        occupancy, semantic = surface_losses(density, semantics, rays, grid, threshold)
-        (occupancy + semantic).backward()
 
-    return {
-        "line_of_sight": time_fn(
-            lambda: line_of_sight_free_space(density, rays, grid, threshold).backward(),
-            (density,),
-            repeats,
-            device,
-        ),
-        "surface": time_fn(surface, field, repeats, device),
+def time_training_terms(
+    preset_name: str, field, rays, weights, repeats: int, device: str, kernels: bool = False
+) -> list[dict]:
+    """Forward + backward of the 2D losses of a training step (`train.rendered_losses` with the preset's
+    losses, bf16 autocast on CUDA): all together (also as CUDA graphs, on CUDA) and all but each term.
+    Median wall ms (synchronised) and, on CUDA, GPU-busy ms (summed kernel time), so launch-bound terms
+    show. A term's cost is "all 2D losses" less "all but" it."""
+    from renderocc.train import rendered_losses
+
+    base = get_preset(preset_name)
+    extra = ("free_space", "line_of_sight", "surface")  # the terms beside the renderer's own
+    settings = {
+        "all 2D losses": base.loss,
+        "renderer's losses only": replace(base.loss, **dict.fromkeys(extra, 0.0)),
+        **{f"all but {term}": replace(base.loss, **{term: 0.0}) for term in extra},
     }
+    rows = []
+    for name, loss_cfg in settings.items():
+        losses = functools.partial(
+            rendered_losses, preset=replace(base, loss=loss_cfg), class_weights=weights
+        )
+        variants = {name: losses}
+        if device == "cuda" and name == "all 2D losses":
+            variants[f"{name}, CUDA graphs"] = GraphedLosses(losses)
+        for label, fn in variants.items():
+
+            def run(fn=fn):
+                for t in field:
+                    t.grad = None
+                with torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
+                    loss = sum(fn(*field, rays).values())
+                loss.backward()
+
+            ms, mb = time_fn(run, (), repeats, device)
+            title = f"{label}, batch {field[0].shape[0]}" if kernels and label == "all 2D losses" else ""
+            busy = gpu_busy_ms(run, table=title) if device == "cuda" else float("nan")
+            rows.append(dict(terms=label, median_ms=ms, gpu_busy_ms=busy, peak_extra_mb=mb))
+            print(f"terms {label:30s} {ms:8.2f} ms wall, {busy:8.2f} ms GPU busy", flush=True)
+    return rows
 
 
 def check(grid, step_size, classes, device) -> list[dict]:
@@ -219,23 +259,23 @@ def main() -> int:
     parser.add_argument("--check", action="store_true", help="compare implementations on the device first")
     parser.add_argument("--no-reference", action="store_true", help="skip timing the torch reference")
     parser.add_argument("--sweep", action="store_true", help="time the fused kernels' block sizes (batch 1)")
-    parser.add_argument(
-        "--profile", action="store_true", help="print the CUDA kernel times of one fused step"
-    )
+    parser.add_argument("--profile", action="store_true", help="CUDA kernel times: fused step, 2D losses")
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args()
     classes = 17
     weights = class_weights_from_counts(torch.logspace(4, 9, classes)).to(args.device)
     cfg = LossConfig()
     device_name = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
-    results = {"device": device_name, "rows": [], "ray_terms": []}
+    results = {"device": device_name, "rows": [], "training_terms": []}
     if args.device == "cuda":
         grid, step_size, rays_per_sample, batches = VoxelGrid(), 0.2, 38_400, (1, 2)
+        preset_name = "r50-256x704"
         impls = ("triton",) if args.no_reference else ("triton", "torch")
         if args.check:
             results["check"] = check(grid, step_size, classes, args.device)
     else:
-        preset = get_preset("demo")
+        preset_name = "demo"
+        preset = get_preset(preset_name)
         grid, step_size, rays_per_sample, batches = (
             preset.grid,
             preset.render.step_size,
@@ -279,12 +319,10 @@ def main() -> int:
                     f"{kind:8s} B={batch} {impl:6s} {ms:9.2f} ms {mb:8.1f} MB, forward only {fwd_ms:.2f} ms",
                     flush=True,
                 )
-            # the 2D terms outside the renderer (loss.line_of_sight, loss.surface), each timed on its own
-            terms = time_ray_terms(field, rays, grid, cfg.occupancy_threshold, args.repeats, args.device)
-            for term, (ms, mb) in terms.items():
-                results["ray_terms"].append(
-                    dict(term=term, field=kind, batch=batch, median_ms=ms, peak_extra_mb=mb)
-                )
+            for row in time_training_terms(
+                preset_name, field, rays, weights, args.repeats, args.device, args.profile
+            ):
+                results["training_terms"].append(dict(field=kind, batch=batch, **row))
     setting = f"{rays_per_sample} rays/sample, grid {grid.shape} x {classes}, step {step_size} m"
     config = results.get("config")
     print(f"\n{results['device']}: {setting}" + (f", fused config {config}" if config else ""))
@@ -294,11 +332,11 @@ def main() -> int:
         cells = f"{r['median_ms']:10.2f} {r['ms_per_sample']:10.2f} {r['peak_extra_mb']:9.1f}"
         cells += f" {r['forward_ms']:8.2f}"
         print(f"{r['field']:8s} {r['batch']:2d} {r['impl']:6s} {cells}")
-    print("\n2D terms outside the renderer, forward + backward")
-    print(f"{'term':14s} {'field':8s} {'B':>2s} {'median ms':>10s} {'extra MB':>9s}")
-    for r in results["ray_terms"]:
-        cells = f"{r['median_ms']:10.2f} {r['peak_extra_mb']:9.1f}"
-        print(f"{r['term']:14s} {r['field']:8s} {r['batch']:2d} {cells}")
+    print(f"\n2D losses of a training step ({preset_name}), forward + backward (a term: all less all but it)")
+    print(f"{'losses':32s} {'field':8s} {'B':>2s} {'median ms':>10s} {'GPU busy ms':>12s} {'extra MB':>9s}")
+    for r in results["training_terms"]:
+        cells = f"{r['median_ms']:10.2f} {r['gpu_busy_ms']:12.2f} {r['peak_extra_mb']:9.1f}"
+        print(f"{r['terms']:32s} {r['field']:8s} {r['batch']:2d} {cells}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)

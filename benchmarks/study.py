@@ -210,18 +210,32 @@ def tables(results: list[dict], reference: str | None) -> str:
         )
     calibrated = [r for r in results if r.get("calibrated")]
     if calibrated:
-        lines += ["", "| setting | read-out chosen from 2D labels | mIoU | RayIoU |", "|---|---|---|---|"]
+        # each read-out against the reference setting's own under the same rule (one threshold / per layer)
+        ref_cal = next((r["calibrated"] for r in calibrated if r["setting"] == reference), None)
+
+        def versus(miou: float, kind: str) -> str:
+            base = ref_cal and (
+                ref_cal["miou"] if kind == "global" else ref_cal.get("per_layer", {}).get("miou")
+            )
+            return f"{100 * miou / base:.0f}%" if base else "-"
+
+        lines += [
+            "",
+            "| setting | read-out chosen from 2D labels | mIoU | RayIoU | mIoU vs "
+            f"{reference or '-'}, same rule |",
+            "|---|---|---|---|---|",
+        ]
         for r in calibrated:
             c = r["calibrated"]
             lines.append(
                 f"| {r['setting']} | {c['agreement']['threshold']:.1f} | {fmt(c['miou'])} | "
-                f"{fmt(c.get('rayiou'))} |"
+                f"{fmt(c.get('rayiou'))} | {versus(c['miou'], 'global')} |"
             )
             if "per_layer" in c:
                 layers = " ".join(f"{t:g}" for t in c["agreement"]["layer_thresholds"])
                 lines.append(
                     f"| {r['setting']} | per z layer: {layers} | {fmt(c['per_layer']['miou'])} | "
-                    f"{fmt(c['per_layer'].get('rayiou'))} |"
+                    f"{fmt(c['per_layer'].get('rayiou'))} | {versus(c['per_layer']['miou'], 'per layer')} |"
                 )
     names = OCC3D_CLASSES[:17]
     lines += ["", "| setting | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]

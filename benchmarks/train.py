@@ -7,16 +7,21 @@ Each step is what `renderocc train` does (forward, rendering + losses, backward,
 batches from the data loader; loading time is reported separately so a slow loader shows. Under torchrun
 every process runs its own share and rank 0 prints global numbers (samples/s summed over processes).
 --stages adds how the step splits between backbone, view transform, 3D encoder, rendering, optimiser and
-the data loader's wait.
+the data loader's wait, each stage timed on its own, and the marginal cost of rendering + 2D losses: the
+whole step less the same step without them. Timed alone, a stage pays its own host launch overhead; inside
+a step most of it hides behind GPU work already queued, so the marginal cost is the figure to quote.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import functools
 import json
 import statistics
 import time
+import traceback
+import warnings
 from pathlib import Path
 
 import torch
@@ -27,6 +32,7 @@ from renderocc.models import build_model
 from renderocc.render.losses import class_weights_from_counts
 from renderocc.train import param_groups, rendered_losses, training_losses
 from renderocc.train_utils import distributed
+from renderocc.train_utils.cuda_graphs import GraphedLosses
 from renderocc.train_utils.data import open_index, train_loader
 from renderocc.train_utils.ema import EMA
 
@@ -50,7 +56,7 @@ def median_ms(fn, device: torch.device, repeats: int, warmup: int = 2) -> float:
 
 
 def stage_split(
-    raw, batch: dict, preset, weights, optimizer, ema, amp: bool, repeats: int
+    raw, batch: dict, preset, losses_2d, optimizer, ema, amp: bool, repeats: int
 ) -> dict[str, float]:
     """Median ms of each stage of a training step, forward + backward, each on its own detached inputs.
 
@@ -89,7 +95,7 @@ def stage_split(
     def rendering() -> None:
         d, s = density.detach().requires_grad_(), semantics.detach().requires_grad_()
         with autocast():
-            loss = sum(rendered_losses(d, s, batch, preset, weights).values())
+            loss = sum(losses_2d(d, s, batch).values())
         loss.backward()
 
     def optimiser() -> None:
@@ -105,6 +111,64 @@ def stage_split(
         "optimiser+EMA": optimiser,
     }
     return {name: median_ms(fn, device, repeats) for name, fn in stages.items()}
+
+
+def time_steps(steps: dict, batches, raw, optimizer, ema, preset, amp: bool, args) -> dict[str, dict]:
+    """Whole training steps of each step(batch=...) -> loss dict in `steps`, taking turns step by step (so
+    a drift of the GPU's clocks hits all alike): per name, ms per step and loader wait in ms (both after the
+    warm-up), and the labelled rays of each batch."""
+    device = next(raw.parameters()).device
+    times = {name: {"step_ms": [], "load_ms": [], "rays": []} for name in steps}
+    for i in range(args.warmup + args.steps):
+        for name, step in steps.items():
+            t0 = time.perf_counter()
+            batch = batch_to(next(batches), device)
+            sync(device)
+            t1 = time.perf_counter()
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                loss = sum(step(batch=batch).values())
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            assert bool(torch.isfinite(loss)), "non-finite loss"  # the one wait of `renderocc train`'s step
+            torch.nn.utils.clip_grad_norm_(raw.parameters(), preset.train.grad_clip)
+            optimizer.step()
+            ema.update(raw)
+            sync(device)
+            t2 = time.perf_counter()
+            if i >= args.warmup:
+                times[name]["step_ms"].append((t2 - t1) * 1e3)
+                times[name]["load_ms"].append((t1 - t0) * 1e3)
+                times[name]["rays"].append(int(batch["ray_valid"].sum()))
+    return times
+
+
+def sync_audit(step, batch: dict, raw, optimizer, ema, preset, amp: bool) -> collections.Counter:
+    """Where one training step makes the host wait for the GPU: counts per innermost project source line
+    (CUDA's sync debug mode; waits inside backward are charged to the `loss.backward()` line). Each wait
+    drains the GPU's queue, so the launches after it are no longer hidden behind queued work."""
+    sites: collections.Counter = collections.Counter()
+
+    def record(message, category, filename, lineno, file=None, line=None):
+        stack = traceback.extract_stack()[:-1]
+        ours = [f for f in stack if "renderocc" in f.filename or f.filename == __file__]
+        where = ours[-1] if ours else None
+        sites[f"{Path(where.filename).name}:{where.lineno} {where.line}" if where else filename] += 1
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = record
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+                loss = sum(step(batch=batch).values())
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(raw.parameters(), preset.train.grad_clip)
+            optimizer.step()
+            ema.update(raw)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return sites
 
 
 def bench(preset_name: str, batch_size: int, args, dist) -> dict:
@@ -128,35 +192,37 @@ def bench(preset_name: str, batch_size: int, args, dist) -> dict:
         pin_memory=device.type == "cuda",
     )  # fmt: skip
     amp = preset.train.amp and device.type == "cuda"
-    step = functools.partial(
+    losses_2d = GraphedLosses(
+        functools.partial(rendered_losses, preset=preset, class_weights=weights), not args.no_cuda_graphs
+    )
+    step_of = functools.partial(
         training_losses, model, raw, preset=preset, supervision="2d", class_weights=weights
     )
+    step = functools.partial(step_of, losses_2d=losses_2d)
+    # the model alone: the 2D losses replaced by a zero that keeps the model's outputs in the graph, so the
+    # step's marginal rendering cost is what the two differ by
+    without_2d_losses = functools.partial(
+        step_of, losses_2d=lambda d, s, b: {"zero": (d.mean() + s.mean()) * 0}
+    )
+
     batches = iter(loader)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    step_ms, load_ms, rays = [], [], []
-    for i in range(args.warmup + args.steps):
-        t0 = time.perf_counter()
-        batch = batch_to(next(batches), device)
-        sync(device)
-        t1 = time.perf_counter()
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            loss = sum(step(batch=batch).values())
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(raw.parameters(), preset.train.grad_clip)
-        optimizer.step()
-        ema.update(raw)
-        sync(device)
-        t2 = time.perf_counter()
-        if i >= args.warmup:
-            step_ms.append((t2 - t1) * 1e3)
-            load_ms.append((t1 - t0) * 1e3)
-            rays.append(int(batch["ray_valid"].sum()))
+    steps = {"step": step} | ({"without": without_2d_losses} if args.stages else {})
+    times = time_steps(steps, batches, raw, optimizer, ema, preset, amp, args)
+    step_ms, load_ms, rays = times["step"]["step_ms"], times["step"]["load_ms"], times["step"]["rays"]
+    peak_gb = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
+    stages, syncs = {}, {}
+    if args.sync_audit and device.type == "cuda":
+        syncs = dict(sync_audit(step, batch_to(next(batches), device), raw, optimizer, ema, preset, amp))
+    if args.stages:
+        stages = stage_split(raw, batch_to(next(batches), device), preset, losses_2d, optimizer, ema, amp,
+                             args.steps)  # fmt: skip
+        stages["step without 2D losses"] = statistics.median(times["without"]["step_ms"])
     step = statistics.median(step_ms)
-    stages = stage_split(raw, batch, preset, weights, optimizer, ema, amp, args.steps) if args.stages else {}
     return {
         "stages": stages,
+        "syncs": syncs,
         "preset": preset_name,
         "batch": batch_size,
         "gpus": dist.world_size,
@@ -164,7 +230,7 @@ def bench(preset_name: str, batch_size: int, args, dist) -> dict:
         "wait_ms": statistics.median(load_ms),
         "samples_s": batch_size * dist.world_size * 1e3 / step,
         "rays_s": statistics.median(rays) * dist.world_size * 1e3 / step,
-        "peak_gb": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan"),
+        "peak_gb": peak_gb,
     }
 
 
@@ -173,11 +239,16 @@ def print_stages(row: dict) -> None:
     print(f"\n{row['preset']} batch {row['batch']}: forward + backward of each stage on its own")
     print(f"{'stage':<22}{'ms':>9}{'% of step':>11}")
     parts = {**row["stages"], "data loading (wait)": row["wait_ms"]}
+    without = parts.pop("step without 2D losses")
     for name, ms in parts.items():
         print(f"{name:<22}{ms:>9.1f}{100 * ms / row['step_ms']:>10.1f}%")
     total = sum(parts.values())
     print(f"{'sum of stages':<22}{total:>9.1f}{100 * total / row['step_ms']:>10.1f}%")
     print(f"{'whole step':<22}{row['step_ms']:>9.1f}{100.0:>10.1f}%")
+    marginal = row["step_ms"] - without
+    print(f"{'step without 2D losses':<22}{without:>9.1f}{100 * without / row['step_ms']:>10.1f}%")
+    share = 100 * marginal / row["step_ms"]
+    print(f"{'2D losses, marginal':<22}{marginal:>9.1f}{share:>10.1f}%  (step less step without them)")
 
 
 def main() -> None:
@@ -193,7 +264,11 @@ def main() -> None:
     parser.add_argument("--num-workers", type=int, default=4)
     parser.add_argument("--device", default=None)
     parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--no-cuda-graphs", action="store_true", help="run the 2D losses eagerly")
     parser.add_argument("--stages", action="store_true", help="also split the step by stage (one process)")
+    parser.add_argument(
+        "--sync-audit", action="store_true", help="list where a step makes the host wait for the GPU (CUDA)"
+    )
     parser.add_argument("--json", help="write the rows to this file")
     args = parser.parse_args()
     dist = distributed.setup(args.device)
@@ -209,6 +284,10 @@ def main() -> None:
         for r in rows:
             if r["stages"]:
                 print_stages(r)
+            if r["syncs"]:
+                print(f"\n{r['preset']} batch {r['batch']}: where a step waits for the GPU (count, line)")
+                for site, count in sorted(r["syncs"].items(), key=lambda item: -item[1]):
+                    print(f"{count:>4}  {site}")
         if args.json:
             Path(args.json).write_text(json.dumps(rows, indent=2))
     distributed.cleanup()

@@ -131,6 +131,8 @@ class TrainConfig:
     keep_checkpoints: int = 3
     amp: bool = True  # bf16 autocast on CUDA
     compile: bool = False
+    # replay the 2D losses (rendering and the ray terms) as CUDA graphs on CUDA (train_utils.cuda_graphs)
+    cuda_graphs: bool = True
 
 
 @dataclass(frozen=True)

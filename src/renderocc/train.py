@@ -38,6 +38,7 @@ from renderocc.config import PRESETS, Preset, get_preset
 from renderocc.data.batch import batch_to
 from renderocc.eval.evaluate import evaluate_model, label_grid
 from renderocc.train_utils import distributed
+from renderocc.train_utils.cuda_graphs import GraphedLosses, LossFn
 from renderocc.train_utils.data import eval_loader, open_index, train_loader
 from renderocc.train_utils.ema import EMA
 from renderocc.train_utils.rng import rng_state, seed_everything, set_rng_state
@@ -80,9 +81,11 @@ def training_losses(
     preset: Preset,
     supervision: str,
     class_weights: torch.Tensor,
+    losses_2d: LossFn | None = None,
 ) -> dict[str, torch.Tensor]:
     """Weighted loss terms of one batch. 2D: rendering losses along the labelled rays, the free-space priors
-    and the LiDAR points' voxels; 3D: voxel losses.
+    and the LiDAR points' voxels (`losses_2d(density, semantics, batch)`, by default `rendered_losses`
+    eagerly); 3D: voxel losses.
 
     Every setting keeps the view transformer's LiDAR depth loss, as the published models do.
     """
@@ -91,7 +94,8 @@ def training_losses(
     outputs = model(batch)
     losses = {"lidar_depth": preset.loss.lidar_depth * raw_model.depth_loss(outputs, batch)}
     if "2d" in supervision:
-        losses |= rendered_losses(outputs["density"], outputs["semantics"], batch, preset, class_weights)
+        fn = losses_2d or functools.partial(rendered_losses, preset=preset, class_weights=class_weights)
+        losses |= fn(outputs["density"], outputs["semantics"], batch)
     if "3d" in supervision:
         gt = batch["voxel_semantics"]
         losses |= voxel_losses(
@@ -276,6 +280,9 @@ def train(preset: Preset, opts: TrainOptions) -> Path:
     if cfg.compile if opts.compile is None else opts.compile:
         model = torch.compile(model)
     amp = cfg.amp and device.type == "cuda"
+    losses_2d = GraphedLosses(
+        functools.partial(rendered_losses, preset=preset, class_weights=class_weights), cfg.cuda_graphs
+    )
 
     workers = cfg.num_workers if opts.num_workers is None else opts.num_workers
     loader = train_loader(
@@ -327,8 +334,13 @@ def train(preset: Preset, opts: TrainOptions) -> Path:
     for step in range(start_step, total_iters):
         batch = batch_to(next(batches), device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            losses = training_losses(model, raw_model, batch, preset, opts.supervision, class_weights)
+            losses = training_losses(
+                model, raw_model, batch, preset, opts.supervision, class_weights, losses_2d
+            )
         loss = sum(losses.values())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        # checked after backward: the wait for the GPU then idles it only while the optimiser is launched
         if not distributed.all_true(bool(torch.isfinite(loss)), device):
             terms = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in losses.items())
             raise NonFiniteLossError(
@@ -336,8 +348,6 @@ def train(preset: Preset, opts: TrainOptions) -> Path:
                 f"{', '.join(batch['sample_token'])}; last good checkpoint: {last_good or 'none yet'} "
                 "(lower the lr and restart from it with --resume)"
             )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), cfg.grad_clip)
         optimizer.step()
         scheduler.step()
@@ -418,6 +428,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     parser.add_argument("--device", default=None, help="cpu, cuda (default: cuda when available)")
     parser.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
+    parser.add_argument(
+        "--no-cuda-graphs", action="store_true", help="run the 2D losses eagerly (for debugging or profiling)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--num-workers", type=int, default=None, help="data loader processes per GPU")
     parser.add_argument("--val-every", type=int, default=None, help="validation mIoU every N steps")
@@ -438,6 +451,8 @@ def resolve_preset(name: str) -> Preset:
 
 def run(args: argparse.Namespace) -> int:
     preset = resolve_preset(args.preset)
+    if args.no_cuda_graphs:
+        preset = preset.replace(train={"cuda_graphs": False})
     if args.max_iters is not None and args.max_iters <= 0:
         raise ValueError(f"--max-iters must be positive, got {args.max_iters}")
     opts = TrainOptions(

@@ -38,3 +38,13 @@ def test_coarser_grid_and_bad_extent():
         VoxelGrid(voxel_size=0.3)
     with pytest.raises(ValueError, match="must exceed"):
         VoxelGrid(lower=(0, 0, 0), upper=(0, 1, 1))
+
+
+def test_corner_tensors_are_made_once_per_device_and_dtype():
+    # a corner rebuilt from the Python tuple on every call is a host-to-device copy that waits for the GPU
+    grid = VoxelGrid()
+    assert grid.lower_tensor() is grid.lower_tensor("cpu") is grid.lower_tensor(torch.device("cpu"))
+    assert grid.upper_tensor(dtype=torch.float64) is grid.upper_tensor(dtype=torch.float64)
+    assert grid.upper_tensor(dtype=torch.float64) is not grid.upper_tensor()
+    assert grid.lower_tensor(dtype=torch.float64).tolist() == [-40.0, -40.0, -1.0]
+    assert VoxelGrid(voxel_size=0.8).lower_tensor() is grid.lower_tensor()  # same corner, same tensor

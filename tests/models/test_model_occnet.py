@@ -85,6 +85,30 @@ def test_depth_loss_rewards_the_lidar_bin():
     assert model.view_transformer.depth_loss(logits, depth_map) > 10
 
 
+def test_depth_loss_is_the_mean_over_labelled_cells():
+    preset = get_preset("demo").replace(data=SMALL_IMAGES)  # bins 1, 2, ..., 44 m
+    model = build_model(preset)
+    g = torch.Generator().manual_seed(3)
+    depth_map = torch.where(
+        torch.rand(2, 6, 64, 176, generator=g) < 0.002, 60 * torch.rand(2, 6, 64, 176), 0.0
+    )
+    logits = torch.randn(2, 6, 44, 4, 11, generator=g, dtype=torch.float64)
+    # reference: each cell's nearest return, its bin, and cross-entropy over the cells with a bin in range
+    cells = depth_map.view(12, 4, 16, 11, 16).permute(0, 1, 3, 2, 4).reshape(12, 4, 11, 256)
+    nearest = torch.where(cells > 0, cells, torch.full_like(cells, float("inf"))).amin(-1)
+    bins = torch.round(nearest - 1.0)
+    labelled = torch.isfinite(bins) & (bins >= 0) & (bins < 44)
+    log_p = logits.flatten(0, 1).log_softmax(1).permute(0, 2, 3, 1)[labelled]
+    expected = -log_p.gather(1, bins[labelled].long().unsqueeze(1)).mean()
+    assert labelled.sum() > 20 and (~labelled).sum() > 20
+    torch.testing.assert_close(model.view_transformer.depth_loss(logits, depth_map), expected.float())
+
+    empty = logits.clone().requires_grad_()
+    loss = model.view_transformer.depth_loss(empty, torch.zeros(2, 6, 64, 176))
+    loss.backward()
+    assert loss.item() == 0.0 and torch.count_nonzero(empty.grad) == 0
+
+
 def test_bad_inputs_are_named():
     preset = get_preset("demo").replace(grid=SMALL_GRID, data=SMALL_IMAGES)
     with pytest.raises(ValueError, match="image_size"):

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
+
+
+@functools.lru_cache(maxsize=64)
+def _corner(values: tuple[float, float, float], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """A box corner as a tensor on a device, made once per (corner, device, dtype): building it from a Python
+    tuple on every call is a host-to-device copy from pageable memory, which waits for the GPU to drain."""
+    return torch.tensor(values, device=device, dtype=dtype)
 
 
 @dataclass(frozen=True)
@@ -35,10 +43,12 @@ class VoxelGrid:
         return tuple(round((hi - lo) / self.voxel_size) for lo, hi in zip(self.lower, self.upper))
 
     def lower_tensor(self, device: torch.device | str | None = None, dtype=torch.float32) -> torch.Tensor:
-        return torch.tensor(self.lower, device=device, dtype=dtype)
+        """The lower corner [3] (a cached tensor shared by all callers: do not modify it in place)."""
+        return _corner(self.lower, torch.device(device or "cpu"), dtype)
 
     def upper_tensor(self, device: torch.device | str | None = None, dtype=torch.float32) -> torch.Tensor:
-        return torch.tensor(self.upper, device=device, dtype=dtype)
+        """The upper corner [3] (a cached tensor shared by all callers: do not modify it in place)."""
+        return _corner(self.upper, torch.device(device or "cpu"), dtype)
 
     def points_to_index(self, points: torch.Tensor) -> torch.Tensor:
         """Integer voxel index of metric points. points [..., 3] -> long [..., 3] (may be out of range)."""

@@ -29,8 +29,7 @@ def plane_sweep_grid(
     uvw = torch.einsum("sij,sdhwj->sdhwi", prev_pixel_proj, points)
     z = uvw[..., 2:3]
     uv = uvw[..., :2] / z.clamp(min=1e-3)
-    size = torch.tensor([W, H], device=rays.device, dtype=uv.dtype)
-    grid = uv / size * 2 - 1
+    grid = torch.cat([uv[..., :1] * (2 / W), uv[..., 1:] * (2 / H)], -1) - 1  # no host-to-device copy
     return torch.where(z > 1e-3, grid, torch.full_like(grid, -2.0))
 
 

@@ -160,7 +160,8 @@ class ViewTransformer(nn.Module):
         start, _, step = self.depth_bins
         target = torch.round((nearest - start) / step)
         valid = torch.isfinite(target) & (target >= 0) & (target < D)
-        logits = depth_logits.flatten(0, 1).float().permute(0, 2, 3, 1)[valid]  # [V, D]
-        if logits.shape[0] == 0:
-            return depth_logits.sum() * 0.0
-        return F.cross_entropy(logits, target[valid].long())
+        # a masked mean rather than indexing by `valid`, which would make the host wait for the GPU
+        logits = depth_logits.flatten(0, 1).float()  # [B*N, D, h, w]
+        labels = torch.where(valid, target, torch.zeros_like(target)).long()
+        ce = F.cross_entropy(logits, labels, reduction="none")
+        return torch.where(valid, ce, torch.zeros_like(ce)).sum() / valid.sum().clamp_min(1)

@@ -39,7 +39,8 @@ def feature_pixel_rays(
     u = (torch.arange(w, device=device, dtype=torch.float32) + 0.5) * (W / w)
     vv, uu = torch.meshgrid(v, u, indexing="ij")
     uv1 = torch.stack([uu, vv, torch.ones_like(uu)], -1)  # [h, w, 3]
-    pixel2cam = torch.linalg.inv((img_aug @ intrinsics).float())  # [..., 3, 3]
+    # inv_ex: camera matrices are invertible, and inv's check of that would make the host wait for the GPU
+    pixel2cam = torch.linalg.inv_ex((img_aug @ intrinsics).float()).inverse  # [..., 3, 3]
     rays = torch.einsum("...ij,hwj->...hwi", pixel2cam, uv1)
     return rays / rays[..., 2:3]
 

@@ -8,18 +8,9 @@ implementations take (t_near, n_samples) from here, so they visit exactly the sa
 
 from __future__ import annotations
 
-import functools
-
 import torch
 
 from renderocc.core.grid import VoxelGrid
-
-
-@functools.lru_cache(maxsize=16)
-def _box(grid: VoxelGrid, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """The grid's lower and upper corners on a device, made once: a host-to-device copy per call would
-    make every render wait for the GPU."""
-    return grid.lower_tensor(device, dtype), grid.upper_tensor(device, dtype)
 
 
 def ray_box_intersection(
@@ -33,7 +24,7 @@ def ray_box_intersection(
     and misses the box otherwise. A zero direction (a padding ray) misses: it would otherwise get an
     endless segment, and the renderer would march it until its transmittance ran out.
     """
-    lo, hi = _box(grid, rays_o.device, rays_o.dtype)
+    lo, hi = grid.lower_tensor(rays_o.device, rays_o.dtype), grid.upper_tensor(rays_o.device, rays_o.dtype)
     parallel = rays_d == 0
     safe_d = torch.where(parallel, torch.ones_like(rays_d), rays_d)
     t_lo = (lo - rays_o) / safe_d
