@@ -28,11 +28,17 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
 
 @pytest.mark.parametrize("draw", [0, 1])
 def test_float32_reference_matches_float64_formulas(draw):
-    seed = torch.seed() % 2**31  # fresh inputs every run; the seed is in the failure message
-    density, semantics, rays_o, rays_d = random_scene(seed)
+    # fresh inputs every run (the seed is in the failure message), drawn until some rays end opaque and some
+    # not: about 2% of scenes have all 12 rays opaque
+    for _ in range(50):
+        seed = torch.seed() % 2**31
+        density, semantics, rays_o, rays_d = random_scene(seed)
+        expected = naive_render(density, semantics, rays_o, rays_d, GRID, 0.2, SHIFT, 1e-7)
+        if expected["opacity"].max() > 0.5 and expected["opacity"].min() < 0.5:
+            break
+    else:
+        pytest.fail("no scene with both opaque and transparent rays in 50 draws")
     out = volume_render(density, semantics, rays_o, rays_d, GRID, 0.2, SHIFT, 1e-7, implementation="torch")
-    expected = naive_render(density, semantics, rays_o, rays_d, GRID, 0.2, SHIFT, 1e-7)
-    assert expected["opacity"].max() > 0.5 and expected["opacity"].min() < 0.5  # opaque and not
     for name in FIELDS:
         assert rel_err(getattr(out, name), expected[name]) < 1e-4, (name, seed)
 
