@@ -66,14 +66,9 @@ class GraphedLosses:
             static_losses = forward()
         names, static_out = list(static_losses), tuple(static_losses.values())
         static_grad_out = tuple(torch.empty_like(o) for o in static_out)
-        with torch.cuda.graph(
-            bwd_graph, pool=fwd_graph.pool(), stream=stream, capture_error_mode="thread_local"
-        ):
-            static_grad_in = torch.autograd.grad(
-                static_out, differentiable, static_grad_out, allow_unused=True
-            )
-        grads_of_inputs = iter(static_grad_in)
-        static_grad_in = tuple(next(grads_of_inputs) if t.requires_grad else None for t in static_in)
+        with capture(bwd_graph, pool=fwd_graph.pool()):
+            grads = iter(torch.autograd.grad(static_out, differentiable, static_grad_out, allow_unused=True))
+        static_grad_in = tuple(next(grads) if t.requires_grad else None for t in static_in)
 
         class Replay(torch.autograd.Function):
             @staticmethod
