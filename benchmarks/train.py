@@ -113,6 +113,19 @@ def stage_split(
     return {name: median_ms(fn, device, repeats) for name, fn in stages.items()}
 
 
+def one_step(step, batch: dict, raw, optimizer, ema, preset, amp: bool) -> None:
+    """One training step as `renderocc train` takes it, step(batch=...) -> loss dict."""
+    with torch.autocast(batch["imgs"].device.type, dtype=torch.bfloat16, enabled=amp):
+        loss = sum(step(batch=batch).values())
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if not bool(torch.isfinite(loss)):  # checked where `renderocc train` checks it: the step's one wait
+        raise RuntimeError("non-finite loss")
+    torch.nn.utils.clip_grad_norm_(raw.parameters(), preset.train.grad_clip)
+    optimizer.step()
+    ema.update(raw)
+
+
 def time_steps(steps: dict, batches, raw, optimizer, ema, preset, amp: bool, args) -> dict[str, dict]:
     """Whole training steps of each step(batch=...) -> loss dict in `steps`, taking turns step by step (so
     a drift of the GPU's clocks hits all alike): per name, ms per step and loader wait in ms (both after the
@@ -125,14 +138,7 @@ def time_steps(steps: dict, batches, raw, optimizer, ema, preset, amp: bool, arg
             batch = batch_to(next(batches), device)
             sync(device)
             t1 = time.perf_counter()
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                loss = sum(step(batch=batch).values())
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            assert bool(torch.isfinite(loss)), "non-finite loss"  # the one wait of `renderocc train`'s step
-            torch.nn.utils.clip_grad_norm_(raw.parameters(), preset.train.grad_clip)
-            optimizer.step()
-            ema.update(raw)
+            one_step(step, batch, raw, optimizer, ema, preset, amp)
             sync(device)
             t2 = time.perf_counter()
             if i >= args.warmup:
@@ -159,13 +165,7 @@ def sync_audit(step, batch: dict, raw, optimizer, ema, preset, amp: bool) -> col
         warnings.showwarning = record
         torch.cuda.set_sync_debug_mode("warn")
         try:
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
-                loss = sum(step(batch=batch).values())
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(raw.parameters(), preset.train.grad_clip)
-            optimizer.step()
-            ema.update(raw)
+            one_step(step, batch, raw, optimizer, ema, preset, amp)
         finally:
             torch.cuda.set_sync_debug_mode("default")
     return sites
