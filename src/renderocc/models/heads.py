@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -39,7 +40,7 @@ class VoxelHeads(nn.Module):
 
 
 def occupancy_readout(
-    density: torch.Tensor, semantics: torch.Tensor, threshold: float | torch.Tensor = 8.5
+    density: torch.Tensor, semantics: torch.Tensor, threshold: float | Sequence[float] | torch.Tensor = 8.5
 ) -> torch.Tensor:
     """Occ3D labels: argmax class where density > threshold, else free (17).
 
@@ -47,5 +48,6 @@ def occupancy_readout(
     height layer [Z].
     """
     labels = semantics.argmax(-1).to(torch.uint8)
-    threshold = torch.as_tensor(threshold, dtype=density.dtype, device=density.device)
+    if not isinstance(threshold, int | float):  # one per layer; a number needs no host-to-device copy
+        threshold = torch.as_tensor(threshold, dtype=density.dtype, device=density.device)
     return torch.where(density > threshold, labels, torch.full_like(labels, FREE))
