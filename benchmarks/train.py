@@ -85,11 +85,11 @@ def stage_split(
         with autocast():
             out, depth_logits = raw.view_transformer(features.detach().requires_grad_(), batch)
             loss = preset.loss.lidar_depth * raw.depth_loss({"depth_logits": depth_logits}, batch)
-        backward((out,), loss)
+        backward(tuple(v for v in out if v.requires_grad), loss)
 
     def encoder() -> None:
         with autocast():
-            out = raw.decode(volumes.detach().requires_grad_(), batch["ego2keyego"])
+            out = raw.decode([v.detach().requires_grad_() for v in volumes], batch["ego2keyego"])
         backward(out)
 
     def rendering() -> None:

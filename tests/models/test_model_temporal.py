@@ -42,9 +42,9 @@ def test_yaw_rotates_the_grid():
 
 
 def test_fusion_concatenates_key_first():
-    volumes = torch.randn(2, 2, 3, *GRID.shape)
+    volumes = [torch.randn(2, 3, *GRID.shape) for _ in range(2)]
     ego2keyego = torch.cat([pose(), pose()]).unsqueeze(0).expand(2, 2, 4, 4)
     fused = TemporalFusion(GRID)(volumes, ego2keyego)
-    assert fused.shape == (2, 6, *GRID.shape)
-    torch.testing.assert_close(fused[:, :3], volumes[:, 0])
-    torch.testing.assert_close(fused[:, 3:], volumes[:, 1], atol=1e-5, rtol=0)
+    assert fused.shape == (2, 6, *GRID.shape) and fused.is_contiguous(memory_format=torch.channels_last_3d)
+    torch.testing.assert_close(fused[:, :3], volumes[0])
+    torch.testing.assert_close(fused[:, 3:], volumes[1], atol=1e-5, rtol=0)

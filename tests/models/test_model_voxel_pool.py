@@ -6,14 +6,7 @@ from model_fixtures import camera_to_ego, intrinsics_for
 from renderocc.core.camera import unproject
 from renderocc.core.grid import VoxelGrid
 from renderocc.core.transforms import transform_points
-from renderocc.models.voxel_pool import (
-    VoxelPoolPlanner,
-    _VoxelPoolFunction,
-    depth_bin_centers,
-    frustum_points,
-    plan_voxel_pool,
-    voxel_pool,
-)
+from renderocc.models.voxel_pool import depth_bin_centers, frustum_points, pool_index, voxel_pool
 
 IMAGE_SIZE, FEATURE_SIZE = (64, 176), (4, 11)
 GRID = VoxelGrid(lower=(-20.0, -20.0, -1.0), upper=(20.0, 20.0, 5.4), voxel_size=0.8)
@@ -50,7 +43,7 @@ def test_pixel_features_land_in_the_voxel_the_pixel_looks_through():
     depth_probs[:, :, bin_] = 1.0  # every pixel is certain its surface is at bin 9
     context = torch.zeros(1, 1, 3, *FEATURE_SIZE)
     context[0, 0, :, row, col] = torch.tensor([0.0, 2.0, 0.0])  # only pixel (2, 7) carries a feature
-    volume = voxel_pool(depth_probs, context, plan_voxel_pool(points, GRID))
+    volume = voxel_pool(depth_probs, context, pool_index(points, GRID), GRID.shape)
     assert volume.shape == (1, 3, *GRID.shape)
     lit = torch.nonzero(volume[0, 1])
     assert [tuple(v) for v in lit.tolist()] == [expected_voxel]
@@ -66,42 +59,39 @@ def test_pool_conserves_mass_of_points_inside_the_grid():
     assert 0 < inside.sum() < inside.numel()  # the far bins leave the grid
     depth_probs = torch.rand(1, 1, len(depths), *FEATURE_SIZE)
     context = torch.ones(1, 1, 1, *FEATURE_SIZE)
-    volume = voxel_pool(depth_probs, context, plan_voxel_pool(points, GRID))
+    volume = voxel_pool(depth_probs, context, pool_index(points, GRID), GRID.shape)
     torch.testing.assert_close(volume.sum(), depth_probs[inside.view(depth_probs.shape)].sum())
 
 
-def test_plan_is_sorted_and_batched_samples_are_separate():
+def test_batched_samples_are_separate_and_outside_points_are_dropped():
     intrinsics, img_aug, cam2ego = augmented_camera(yaw_deg=0.0)
     depths = depth_bin_centers((1.0, 45.0, 1.0))
     points = frustum_points(intrinsics, img_aug, cam2ego, depths, IMAGE_SIZE, FEATURE_SIZE)
-    plan = plan_voxel_pool(torch.cat([points, points]), GRID)
-    assert (plan.voxel_index.diff() >= 0).all()
+    index = pool_index(torch.cat([points, points]), GRID)
+    voxels = GRID.shape[0] * GRID.shape[1] * GRID.shape[2]
+    inside = GRID.contains(points)[0]
+    assert (index[1][inside] >= voxels).all() and (index[:, ~inside] == 2 * voxels).all()
     depth_probs = torch.rand(2, 1, len(depths), *FEATURE_SIZE)
     context = torch.randn(2, 1, 4, *FEATURE_SIZE)
-    volume = voxel_pool(depth_probs, context, plan)
-    single = voxel_pool(depth_probs[1:], context[1:], plan_voxel_pool(points, GRID))
+    volume = voxel_pool(depth_probs, context, index, GRID.shape)
+    single = voxel_pool(depth_probs[1:], context[1:], pool_index(points, GRID), GRID.shape)
     torch.testing.assert_close(volume[1:], single)
+    assert volume.is_contiguous(memory_format=torch.channels_last_3d)
 
 
-def test_pool_gradients_match_finite_differences():
-    gen = torch.Generator().manual_seed(0)
-    depth = torch.rand(12, dtype=torch.float64, generator=gen, requires_grad=True)
-    context = torch.randn(4, 3, dtype=torch.float64, generator=gen, requires_grad=True)
-    point_index = torch.tensor([0, 3, 5, 7, 11])
-    pixel_index = torch.tensor([0, 3, 1, 3, 2])
-    voxel_index = torch.tensor([0, 0, 2, 4, 4])
+def test_pool_matches_a_float64_loop_and_its_gradients_finite_differences():
+    gen = torch.Generator().manual_seed(torch.seed() % 2**31)  # fresh inputs every run
+    S, N, D, C, h, w, voxels = 2, 2, 3, 3, 2, 2, (2, 2, 2)
+    rows = 2 * 2 * 2
+    depth = torch.rand(S, N, D, h, w, dtype=torch.float64, generator=gen, requires_grad=True)
+    context = torch.randn(S, N, C, h, w, dtype=torch.float64, generator=gen, requires_grad=True)
+    index = torch.randint(0, rows + 1, (S, N, D, h, w), generator=gen)  # row `rows` (outside) included
+    index = torch.where(index < rows, index + torch.arange(S).view(S, 1, 1, 1, 1) * rows, S * rows)
+    expected = torch.zeros(S * rows + 1, C, dtype=torch.float64)
+    for s, n, d, i, j in torch.cartesian_prod(*(torch.arange(k) for k in (S, N, D, h, w))).tolist():
+        expected[index[s, n, d, i, j]] += depth[s, n, d, i, j] * context[s, n, :, i, j]
+    expected = expected[:-1].view(S, *voxels, C).permute(0, 4, 1, 2, 3)
+    torch.testing.assert_close(voxel_pool(depth, context, index, voxels).double(), expected.detach())
     assert torch.autograd.gradcheck(
-        lambda d, c: _VoxelPoolFunction.apply(d, c, point_index, pixel_index, voxel_index, 6),
-        (depth, context),
+        lambda d, c: voxel_pool(d, c, index, voxels), (depth, context)
     )
-
-
-def test_planner_reuses_the_plan_until_the_geometry_changes():
-    intrinsics, img_aug, cam2ego = augmented_camera(yaw_deg=0.0)
-    planner, depths = VoxelPoolPlanner(GRID), depth_bin_centers((1.0, 45.0, 1.0))
-    first = planner(intrinsics, img_aug, cam2ego, depths, IMAGE_SIZE, FEATURE_SIZE)
-    assert planner(intrinsics.clone(), img_aug, cam2ego, depths.clone(), IMAGE_SIZE, FEATURE_SIZE) is first
-    moved = cam2ego.clone()
-    moved[..., 0, 3] += 3.0
-    second = planner(intrinsics, img_aug, moved, depths, IMAGE_SIZE, FEATURE_SIZE)
-    assert second is not first and not torch.equal(second.voxel_index, first.voxel_index)

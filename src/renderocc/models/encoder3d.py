@@ -74,8 +74,13 @@ class Encoder3d(nn.Module):
         for stage in self.stages:
             x = stage(x)
             features.append(x)
+        # fpn = 1x1 conv of the concatenated, upsampled stages. Both maps are linear, so each stage is projected
+        # at its own resolution by its slice of the weight and then upsampled: the same function, without
+        # building the 224-channel full-resolution concatenation.
+        conv, norm, relu = self.fpn
+        weights = conv.weight.split([f.shape[1] for f in features], 1)
         size = features[0].shape[-3:]
-        pyramid = [features[0]] + [
-            F.interpolate(f, size=size, mode="trilinear", align_corners=False) for f in features[1:]
-        ]
-        return self.out(self.fpn(torch.cat(pyramid, 1)))
+        fused = F.conv3d(features[0], weights[0])
+        for f, weight in zip(features[1:], weights[1:]):
+            fused = fused + F.interpolate(F.conv3d(f, weight), size=size, mode="trilinear", align_corners=False)
+        return self.out(relu(norm(fused)))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
@@ -105,9 +107,11 @@ class OccupancyNet(nn.Module):
             features.append(history.view(B, T - 1, N, *history.shape[1:]))
         return torch.cat(features, 1)
 
-    def decode(self, volumes: torch.Tensor, ego2keyego: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-frame voxel volumes -> temporal fusion -> 3D encoder -> heads: density [B, X, Y, Z],
-        semantics [B, X, Y, Z, K] (in the compute dtype).
+    def decode(
+        self, volumes: Sequence[torch.Tensor], ego2keyego: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-frame voxel volumes (T of [B, C, X, Y, Z]) -> temporal fusion -> 3D encoder -> heads: density
+        [B, X, Y, Z], semantics [B, X, Y, Z, K] (in the compute dtype).
 
         ego2keyego [B, T', 4, 4] (T' >= num_frames) aligns the history volumes to the key frame.
         """

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -26,15 +28,14 @@ def warp_to_key(volume: torch.Tensor, ego2keyego: torch.Tensor, grid: VoxelGrid)
 
 
 class TemporalFusion(nn.Module):
-    """Aligns frames 1..T-1 to the key frame and concatenates: [B, T, C, X, Y, Z] -> [B, T*C, X, Y, Z]."""
+    """Aligns frames 1..T-1 to the key frame and concatenates: T volumes [B, C, X, Y, Z] -> [B, T*C, X, Y, Z]
+    (channels-last, as the 3D encoder runs)."""
 
     def __init__(self, grid: VoxelGrid) -> None:
         super().__init__()
         self.grid = grid
 
-    def forward(self, volumes: torch.Tensor, ego2keyego: torch.Tensor) -> torch.Tensor:
-        frames = [volumes[:, 0]]
-        frames += [
-            warp_to_key(volumes[:, t], ego2keyego[:, t], self.grid) for t in range(1, volumes.shape[1])
-        ]
-        return torch.cat(frames, 1)
+    def forward(self, volumes: Sequence[torch.Tensor], ego2keyego: torch.Tensor) -> torch.Tensor:
+        frames = [volumes[0]]
+        frames += [warp_to_key(volumes[t], ego2keyego[:, t], self.grid) for t in range(1, len(volumes))]
+        return torch.cat([f.contiguous(memory_format=torch.channels_last_3d) for f in frames], 1)

@@ -10,7 +10,13 @@ from renderocc.core.grid import VoxelGrid
 from renderocc.core.transforms import invert_pose
 from renderocc.models.neck import conv_bn_relu
 from renderocc.models.stereo import StereoDepthRefiner, plane_sweep_grid
-from renderocc.models.voxel_pool import VoxelPoolPlanner, depth_bin_centers, feature_pixel_rays, voxel_pool
+from renderocc.models.voxel_pool import (
+    depth_bin_centers,
+    feature_pixel_rays,
+    frustum_points,
+    pool_index,
+    voxel_pool,
+)
 
 CAMERA_PARAMS = 22  # fx, fy, cx, cy; image augmentation 2x3; cam2ego 3x4
 
@@ -90,11 +96,10 @@ class ViewTransformer(nn.Module):
             if stereo
             else None
         )
-        self.planner = VoxelPoolPlanner(grid)
 
-    def forward(self, features: torch.Tensor, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """features [B, T, N, Cin, h, w] -> voxel features [B, T, Cv, X, Y, Z] (frame t in ego frame t, fp32),
-        key-frame depth logits [B, N, D, h, w]."""
+    def forward(self, features: torch.Tensor, batch: dict) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """features [B, T, N, Cin, h, w] -> T voxel feature volumes [B, Cv, X, Y, Z] (frame t in ego frame t,
+        fp32, channels-last), key-frame depth logits [B, N, D, h, w]."""
         B, T, N, _, h, w = features.shape
         intrinsics, img_aug, cam2ego = (
             batch["intrinsics"][:, :T],
@@ -102,7 +107,8 @@ class ViewTransformer(nn.Module):
             batch["cam2ego"][:, :T],
         )
         camera = camera_parameters(intrinsics, img_aug, cam2ego)  # [B, T, N, 22]
-        depth_logits, contexts = [], []
+        points = frustum_points(intrinsics, img_aug, cam2ego, self.depths, self.image_size, (h, w))
+        volumes, key_logits = [], None
         for t in range(T):  # T is 1 or 2: frames differ only in whether they carry gradients
             with torch.set_grad_enabled(torch.is_grad_enabled() and (t == 0 or self.prev_frame_grad)):
                 logits, context = self.depth_net(features[:, t].flatten(0, 1), camera[:, t].flatten(0, 1))
@@ -111,20 +117,17 @@ class ViewTransformer(nn.Module):
                     logits = self.stereo(
                         logits, features[:, t].flatten(0, 1), features[:, t + 1].flatten(0, 1), grid
                     )
-                depth_logits.append(logits.view(B, N, -1, h, w))
-                contexts.append(context.view(B, N, -1, h, w))
-        depth_probs = torch.stack(depth_logits, 1).float().softmax(3)  # [B, T, N, D, h, w]
-        context = torch.stack(contexts, 1)  # [B, T, N, C, h, w]
-        plan = self.planner(
-            intrinsics.flatten(0, 1),
-            img_aug.flatten(0, 1),
-            cam2ego.flatten(0, 1),
-            self.depths,
-            self.image_size,
-            (h, w),
-        )
-        volumes = voxel_pool(depth_probs.flatten(0, 1), context.flatten(0, 1), plan)
-        return volumes.unflatten(0, (B, T)), depth_logits[0]
+                logits = logits.view(B, N, -1, h, w)
+                key_logits = logits if t == 0 else key_logits
+                volumes.append(
+                    voxel_pool(
+                        logits.float().softmax(2),
+                        context.view(B, N, -1, h, w),
+                        pool_index(points[:, t], self.grid),
+                        self.grid.shape,
+                    )
+                )
+        return volumes, key_logits
 
     def _sweep_grid(self, batch: dict, t: int, feature_size: tuple[int, int]) -> torch.Tensor:
         """grid_sample coordinates [B*N, D, h, w, 2] of frame t's depth hypotheses in frame t + 1's images."""

@@ -1,8 +1,6 @@
-"""Lifting to voxels: ego-frame frustum points, a sorted pooling plan per camera geometry, and the pool."""
+"""Lifting to voxels: ego-frame frustum points, the voxel each of them lands in, and the pool."""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import torch
 
@@ -63,125 +61,38 @@ def frustum_points(
     return points + cam2ego[..., None, None, None, :3, 3].float()
 
 
-@dataclass(frozen=True)
-class VoxelPoolPlan:
-    """Which frustum point lands in which voxel, for one camera geometry; points sorted by voxel.
-
-    point_index [P]: flat index of the point in depth probabilities [S, N, D, h, w];
-    pixel_index [P]: flat index of its feature cell in context features [S, N, h, w];
-    voxel_index [P]: flat index of its voxel in [S, X, Y, Z] (non-decreasing);
-    num_samples S, grid shape (X, Y, Z).
-    """
-
-    point_index: torch.Tensor
-    pixel_index: torch.Tensor
-    voxel_index: torch.Tensor
-    num_samples: int
-    grid_shape: tuple[int, int, int]
-
-
 @torch.no_grad()
-def plan_voxel_pool(points: torch.Tensor, grid: VoxelGrid) -> VoxelPoolPlan:
-    """Voxel indices of frustum points [S, N, D, h, w, 3], out-of-grid points dropped, sorted by voxel."""
-    S, N, D, h, w, _ = points.shape
+def pool_index(points: torch.Tensor, grid: VoxelGrid) -> torch.Tensor:
+    """Row of every frustum point in the pooled voxels: points [S, N, D, h, w, 3] -> long [S, N, D, h, w].
+
+    Sample s's voxel (i, j, k) is row s * X*Y*Z + (i * Y + j) * Z + k; points outside the grid go to the
+    extra last row S * X*Y*Z, which `voxel_pool` drops. Every point keeps its slot, so the index has a fixed
+    size for fixed shapes: no compaction, no host wait, and a fixed rig's index can be computed once.
+    """
+    S = points.shape[0]
     X, Y, Z = grid.shape
-    index = grid.points_to_index(points)  # [S, N, D, h, w, 3]
-    inside = grid.contains(points)
-    voxel = ((index[..., 0] * Y + index[..., 1]) * Z + index[..., 2]).clamp_(0, X * Y * Z - 1)
+    index = grid.points_to_index(points)
+    i, j, k = (index[..., a].clamp(0, n - 1) for a, n in enumerate((X, Y, Z)))  # outside points: any row
+    voxel = (i * Y + j) * Z + k
     voxel = voxel + torch.arange(S, device=points.device).view(S, 1, 1, 1, 1) * (X * Y * Z)
-    point_index = torch.nonzero(inside.flatten(), as_tuple=True)[0]
-    voxel_index, order = torch.sort(voxel.flatten()[point_index])
-    point_index = point_index[order]
-    # point (s, n, d, i, j) -> pixel (s, n, i, j): drop the depth digit of the flat index.
-    pixels = h * w
-    pixel_index = (point_index // (D * pixels)) * pixels + point_index % pixels
-    return VoxelPoolPlan(point_index, pixel_index, voxel_index, S, (X, Y, Z))
+    return torch.where(grid.contains(points), voxel, S * X * Y * Z)
 
 
-class _VoxelPoolFunction(torch.autograd.Function):
-    """Segment sums of depth-weighted context features into voxels, without storing the [P, C] products."""
-
-    @staticmethod
-    def forward(ctx, depth, context, point_index, pixel_index, voxel_index, num_voxels):
-        # depth [M], context [K, C] -> voxels [num_voxels, C]; fp32 accumulation whatever the autocast.
-        features = depth[point_index].unsqueeze(1) * context[pixel_index]
-        out = context.new_zeros(num_voxels, context.shape[1]).index_add_(0, voxel_index, features)
-        ctx.save_for_backward(depth, context, point_index, pixel_index, voxel_index)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        depth, context, point_index, pixel_index, voxel_index = ctx.saved_tensors
-        grad_points = grad_out[voxel_index]  # [P, C]
-        grad_depth = grad_context = None
-        if ctx.needs_input_grad[0]:
-            grad_depth = torch.zeros_like(depth)
-            grad_depth[point_index] = (grad_points * context[pixel_index]).sum(1)
-        if ctx.needs_input_grad[1]:
-            weighted = grad_points * depth[point_index].unsqueeze(1)
-            grad_context = torch.zeros_like(context).index_add_(0, pixel_index, weighted)
-        return grad_depth, grad_context, None, None, None, None
-
-
-@torch.compiler.disable  # data-dependent point count; gathers and scatters gain nothing from fusion
-def voxel_pool(depth_probs: torch.Tensor, context: torch.Tensor, plan: VoxelPoolPlan) -> torch.Tensor:
+def voxel_pool(
+    depth_probs: torch.Tensor, context: torch.Tensor, index: torch.Tensor, grid_shape: tuple[int, int, int]
+) -> torch.Tensor:
     """Lift: every frustum point adds depth_prob * context to its voxel (LSS splatting), z kept.
 
-    depth_probs [S, N, D, h, w], context [S, N, C, h, w] -> fp32 voxel features [S, C, X, Y, Z].
+    depth_probs [S, N, D, h, w], context [S, N, C, h, w], index [S, N, D, h, w] from `pool_index` ->
+    fp32 voxel features [S, C, X, Y, Z], laid out channels-last (NDHWC strides), as the 3D encoder runs.
+    Plain differentiable ops: the backward is a gather of the voxel gradients, without atomics.
     """
     S, N, C, h, w = context.shape
-    X, Y, Z = plan.grid_shape
-    if S != plan.num_samples:
-        raise ValueError(f"voxel_pool: {S} samples but the plan was built for {plan.num_samples}")
-    depth_flat = depth_probs.float().reshape(-1)
-    context_flat = context.float().permute(0, 1, 3, 4, 2).reshape(-1, C)  # one row per feature cell
-    pooled = _VoxelPoolFunction.apply(
-        depth_flat, context_flat, plan.point_index, plan.pixel_index, plan.voxel_index, S * X * Y * Z
-    )
-    # [S*X*Y*Z, C] -> [S, C, X, Y, Z]; the copy makes it NCDHW-contiguous for Conv3d.
-    return pooled.view(S, X, Y, Z, C).permute(0, 4, 1, 2, 3).contiguous()
-
-
-class VoxelPoolPlanner:
-    """Builds plans and reuses the last one while the camera geometry (and sizes) stay the same."""
-
-    def __init__(self, grid: VoxelGrid) -> None:
-        self.grid = grid
-        self._key: tuple | None = None
-        self._geometry: tuple[torch.Tensor, ...] | None = None
-        self._plan: VoxelPoolPlan | None = None
-
-    def reset(self) -> None:
-        """Forget the cached plan (e.g. to time the training case, where augmentation changes geometry)."""
-        self._key = self._geometry = self._plan = None
-
-    @torch.compiler.disable
-    @torch.no_grad()
-    def __call__(
-        self,
-        intrinsics: torch.Tensor,
-        img_aug: torch.Tensor,
-        cam2ego: torch.Tensor,
-        depths: torch.Tensor,
-        image_size: tuple[int, int],
-        feature_size: tuple[int, int],
-    ) -> VoxelPoolPlan:
-        """Plan for cameras intrinsics, img_aug [S, N, 3, 3], cam2ego [S, N, 4, 4] and depth bins [D]."""
-        key = (
-            tuple(intrinsics.shape),
-            len(depths),
-            tuple(image_size),
-            tuple(feature_size),
-            intrinsics.device,
-        )
-        geometry = (intrinsics, img_aug, cam2ego, depths)
-        if (
-            self._plan is not None
-            and key == self._key
-            and all(torch.equal(a, b) for a, b in zip(geometry, self._geometry))
-        ):
-            return self._plan
-        points = frustum_points(intrinsics, img_aug, cam2ego, depths, image_size, feature_size)
-        self._plan = plan_voxel_pool(points, self.grid)
-        self._key, self._geometry = key, tuple(g.clone() for g in geometry)
-        return self._plan
+    X, Y, Z = grid_shape
+    if index.shape != depth_probs.shape:
+        raise ValueError(f"voxel_pool: index {list(index.shape)} does not match depth {list(depth_probs.shape)}")
+    # [S, N, D, h, w, C]: one row per frustum point, accumulated in fp32 (or fp64) whatever the autocast
+    dtype = torch.promote_types(torch.promote_types(depth_probs.dtype, context.dtype), torch.float32)
+    features = depth_probs.to(dtype).unsqueeze(-1) * context.to(dtype).permute(0, 1, 3, 4, 2).unsqueeze(2)
+    rows = features.new_zeros(S * X * Y * Z + 1, C).index_add(0, index.reshape(-1), features.reshape(-1, C))
+    return rows[:-1].view(S, X, Y, Z, C).permute(0, 4, 1, 2, 3)
