@@ -21,8 +21,10 @@ import torch
 
 from renderocc.config import get_preset
 from renderocc.core.grid import VoxelGrid
-from renderocc.infer import predict
+from renderocc.infer import Predictor
 from renderocc.models import build_model
+from renderocc.models.info import counted_flops, peak_bf16_tflops
+from renderocc.train import compile_stages
 from renderocc.train_utils.data import eval_loader, open_index
 
 
@@ -35,8 +37,10 @@ def bench(preset_name: str, args: argparse.Namespace, device: torch.device) -> d
     preset = get_preset(preset_name)
     index = open_index(args.dataroot, args.version)
     model = build_model(preset).to(device).eval()
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
     if args.compile:
-        model = torch.compile(model)
+        compile_stages(model)
     out_grid = VoxelGrid(preset.grid.lower, preset.grid.upper, 0.4)
     split = "val" if "val" in index.splits else next(iter(index.splits))
 
@@ -50,21 +54,28 @@ def bench(preset_name: str, args: argparse.Namespace, device: torch.device) -> d
     loader_fps = count / (time.perf_counter() - t0)
 
     batch = next(iter(loader()))
+    predict = Predictor(model, preset, out_grid, device, cuda_graphs=not args.no_cuda_graphs)
+    eager = Predictor(model, preset, out_grid, device, cuda_graphs=False)
+    flops = counted_flops(lambda: eager(batch))
     model_ms = []
     for i in range(args.warmup + args.repeats):
         sync(device)
         t0 = time.perf_counter()
-        predict(model, batch, preset, out_grid, device).cpu()
+        predict(batch).cpu()
         if i >= args.warmup:
             model_ms.append((time.perf_counter() - t0) * 1e3)
 
     sync(device)
     frames, t0 = 0, time.perf_counter()
     for batch in loader():
-        predict(model, batch, preset, out_grid, device).cpu()
+        predict(batch).cpu()
         frames += 1
     end_to_end_fps = frames / (time.perf_counter() - t0)
+    peak = peak_bf16_tflops(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
+    tflops = flops / statistics.median(model_ms) / 1e9
     return {
+        "tflops": tflops,
+        "mfu": tflops / peak if peak else None,
         "preset": preset_name,
         "frames": frames,
         "workers": args.num_workers,
@@ -87,18 +98,21 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the network's stages")
+    parser.add_argument("--no-cuda-graphs", action="store_true", help="launch the network eagerly")
     parser.add_argument("--json", help="write the rows to this file")
     args = parser.parse_args()
     device = torch.device(args.device)
     rows = [bench(p, args, device) for p in args.preset]
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    print(f"device: {name}, batch 1, {args.num_workers} loader workers, compile={args.compile}")
+    print(f"device: {name}, batch 1, {args.num_workers} loader workers, compile={args.compile}, "
+          f"CUDA graphs={not args.no_cuda_graphs}")  # fmt: skip
     print(f"{'preset':<16}{'frames':>7}{'end-to-end fps':>16}{'model+readout ms':>18}{'loader fps':>12}"
-          f"{'peak GB':>9}")  # fmt: skip
+          f"{'peak GB':>9}{'TFLOP/s':>9}{'MFU':>7}")  # fmt: skip
     for r in rows:
+        mfu = f"{100 * r['mfu']:>6.1f}%" if r["mfu"] is not None else f"{'':>7}"
         print(f"{r['preset']:<16}{r['frames']:>7}{r['fps']:>16.1f}{r['model_ms']:>18.1f}{r['loader_fps']:>12.1f}"
-              f"{r['peak_gb']:>9.2f}")  # fmt: skip
+              f"{r['peak_gb']:>9.2f}{r['tflops']:>9.1f}{mfu}")  # fmt: skip
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
 

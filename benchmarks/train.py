@@ -29,8 +29,9 @@ import torch
 from renderocc.config import get_preset
 from renderocc.data.batch import batch_to
 from renderocc.models import build_model
+from renderocc.models.info import counted_flops, peak_bf16_tflops
 from renderocc.render.losses import class_weights_from_counts
-from renderocc.train import param_groups, rendered_losses, training_losses
+from renderocc.train import compile_stages, forward_backward, param_groups, rendered_losses
 from renderocc.train_utils import distributed
 from renderocc.train_utils.cuda_graphs import GraphedLosses
 from renderocc.train_utils.data import open_index, train_loader
@@ -113,12 +114,9 @@ def stage_split(
     return {name: median_ms(fn, device, repeats) for name, fn in stages.items()}
 
 
-def one_step(step, batch: dict, raw, optimizer, ema, preset, amp: bool) -> None:
-    """One training step as `renderocc train` takes it, step(batch=...) -> loss dict."""
-    with torch.autocast(batch["imgs"].device.type, dtype=torch.bfloat16, enabled=amp):
-        loss = sum(step(batch=batch).values())
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+def one_step(step_fn, batch: dict, raw, optimizer, ema, preset) -> None:
+    """One training step as `renderocc train` takes it; step_fn from `renderocc.train.forward_backward`."""
+    loss = sum(step_fn(batch).values())
     if not bool(torch.isfinite(loss)):  # checked where `renderocc train` checks it: the step's one wait
         raise RuntimeError("non-finite loss")
     torch.nn.utils.clip_grad_norm_(raw.parameters(), preset.train.grad_clip)
@@ -126,8 +124,8 @@ def one_step(step, batch: dict, raw, optimizer, ema, preset, amp: bool) -> None:
     ema.update(raw)
 
 
-def time_steps(steps: dict, batches, raw, optimizer, ema, preset, amp: bool, args) -> dict[str, dict]:
-    """Whole training steps of each step(batch=...) -> loss dict in `steps`, taking turns step by step (so
+def time_steps(steps: dict, batches, raw, optimizer, ema, preset, args) -> dict[str, dict]:
+    """Whole training steps of each step function in `steps`, taking turns step by step (so
     a drift of the GPU's clocks hits all alike): per name, ms per step and loader wait in ms (both after the
     warm-up), and the labelled rays of each batch."""
     device = next(raw.parameters()).device
@@ -138,7 +136,7 @@ def time_steps(steps: dict, batches, raw, optimizer, ema, preset, amp: bool, arg
             batch = batch_to(next(batches), device)
             sync(device)
             t1 = time.perf_counter()
-            one_step(step, batch, raw, optimizer, ema, preset, amp)
+            one_step(step, batch, raw, optimizer, ema, preset)
             sync(device)
             t2 = time.perf_counter()
             if i >= args.warmup:
@@ -148,7 +146,7 @@ def time_steps(steps: dict, batches, raw, optimizer, ema, preset, amp: bool, arg
     return times
 
 
-def sync_audit(step, batch: dict, raw, optimizer, ema, preset, amp: bool) -> collections.Counter:
+def sync_audit(step, batch: dict, raw, optimizer, ema, preset) -> collections.Counter:
     """Where one training step makes the host wait for the GPU: counts per innermost project source line
     (CUDA's sync debug mode; waits inside backward are charged to the `loss.backward()` line). Each wait
     drains the GPU's queue, so the launches after it are no longer hidden behind queued work."""
@@ -165,7 +163,7 @@ def sync_audit(step, batch: dict, raw, optimizer, ema, preset, amp: bool) -> col
         warnings.showwarning = record
         torch.cuda.set_sync_debug_mode("warn")
         try:
-            one_step(step, batch, raw, optimizer, ema, preset, amp)
+            one_step(step, batch, raw, optimizer, ema, preset)
         finally:
             torch.cuda.set_sync_debug_mode("default")
     return sites
@@ -180,8 +178,10 @@ def bench(preset_name: str, batch_size: int, args, dist) -> dict:
     if dist.enabled:
         ids = [device] if device.type == "cuda" else None
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
-    if args.compile:
-        model = torch.compile(model)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    if args.compile or (args.compile is None and preset.train.compile):
+        compile_stages(raw)
     ema = EMA(raw, preset.train.ema_decay)
     optimizer = torch.optim.AdamW(
         param_groups(raw, preset.train.weight_decay), lr=preset.train.lr, fused=True
@@ -193,34 +193,38 @@ def bench(preset_name: str, batch_size: int, args, dist) -> dict:
     )  # fmt: skip
     amp = preset.train.amp and device.type == "cuda"
     losses_2d = GraphedLosses(
-        functools.partial(rendered_losses, preset=preset, class_weights=weights), not args.no_cuda_graphs
-    )
-    step_of = functools.partial(
-        training_losses, model, raw, preset=preset, supervision="2d", class_weights=weights
-    )
-    step = functools.partial(step_of, losses_2d=losses_2d)
+        functools.partial(rendered_losses, preset=preset, class_weights=weights), args.graphs != "off"
+    )  # the rendering stage of --stages, timed on its own
+    graphs = "losses" if dist.enabled and args.graphs == "step" else args.graphs
+    step_of = functools.partial(forward_backward, model, raw, preset, "2d", weights)
+    step = step_of(graphs=graphs)
     # the model alone: the 2D losses replaced by a zero that keeps the model's outputs in the graph, so the
     # step's marginal rendering cost is what the two differ by
-    without_2d_losses = functools.partial(
-        step_of, losses_2d=lambda d, s, b: {"zero": (d.mean() + s.mean()) * 0}
-    )
+    without_2d_losses = step_of(graphs=graphs, losses_2d=lambda d, s, b: {"zero": (d.mean() + s.mean()) * 0})
 
     batches = iter(loader)
+    # FLOPs of one step as it really runs (eager, once): forward of every frame, backward of the key frame's
+    flops = counted_flops(lambda: step_of(graphs="off")(batch_to(next(batches), device)))
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     steps = {"step": step} | ({"without": without_2d_losses} if args.stages else {})
-    times = time_steps(steps, batches, raw, optimizer, ema, preset, amp, args)
+    times = time_steps(steps, batches, raw, optimizer, ema, preset, args)
     step_ms, load_ms, rays = times["step"]["step_ms"], times["step"]["load_ms"], times["step"]["rays"]
     peak_gb = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
     stages, syncs = {}, {}
     if args.sync_audit and device.type == "cuda":
-        syncs = dict(sync_audit(step, batch_to(next(batches), device), raw, optimizer, ema, preset, amp))
+        syncs = dict(sync_audit(step, batch_to(next(batches), device), raw, optimizer, ema, preset))
     if args.stages:
         stages = stage_split(raw, batch_to(next(batches), device), preset, losses_2d, optimizer, ema, amp,
                              args.steps)  # fmt: skip
         stages["step without 2D losses"] = statistics.median(times["without"]["step_ms"])
     step = statistics.median(step_ms)
+    peak = peak_bf16_tflops(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
+    tflops = flops / step / 1e9  # per process
     return {
+        "tflops": tflops,
+        "mfu": tflops / peak if peak else None,
+        "gflops_per_step": flops / 1e9,
         "stages": stages,
         "syncs": syncs,
         "preset": preset_name,
@@ -263,8 +267,14 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--num-workers", type=int, default=4)
     parser.add_argument("--device", default=None)
-    parser.add_argument("--compile", action="store_true")
-    parser.add_argument("--no-cuda-graphs", action="store_true", help="run the 2D losses eagerly")
+    parser.add_argument(
+        "--compile", action=argparse.BooleanOptionalAction, default=None,
+        help="torch.compile the network's stages (default: the preset's train.compile)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--graphs", choices=("step", "losses", "off"), default="step",
+        help="CUDA graphs: the whole forward + backward, the 2D losses only, or none",
+    )  # fmt: skip
     parser.add_argument("--stages", action="store_true", help="also split the step by stage (one process)")
     parser.add_argument(
         "--sync-audit", action="store_true", help="list where a step makes the host wait for the GPU (CUDA)"
@@ -277,10 +287,16 @@ def main() -> None:
         name = torch.cuda.get_device_name(dist.device) if dist.device.type == "cuda" else "CPU"
         print(f"device: {name} x {dist.world_size}, median of {args.steps} steps after {args.warmup} warm-up")
         print(f"{'preset':<16}{'batch':>6}{'gpus':>5}{'step ms':>10}{'wait ms':>9}{'samples/s':>11}"
-              f"{'rays/s':>11}{'peak GB':>9}")  # fmt: skip
+              f"{'rays/s':>11}{'peak GB':>9}{'TFLOP/s':>9}{'MFU':>7}")  # fmt: skip
         for r in rows:
+            mfu = f"{100 * r['mfu']:>6.1f}%" if r["mfu"] is not None else f"{'':>7}"
             print(f"{r['preset']:<16}{r['batch']:>6}{r['gpus']:>5}{r['step_ms']:>10.1f}{r['wait_ms']:>9.1f}"
-                  f"{r['samples_s']:>11.2f}{r['rays_s']:>11.0f}{r['peak_gb']:>9.2f}")  # fmt: skip
+                  f"{r['samples_s']:>11.2f}{r['rays_s']:>11.0f}{r['peak_gb']:>9.2f}"
+                  f"{r['tflops']:>9.1f}{mfu}")  # fmt: skip
+        print(
+            "TFLOP/s: matrix-product, convolution and attention FLOPs of a step (forward of every frame,\n"
+            "backward of the key frame's branch), per process; MFU: against the device's dense bf16 peak."
+        )
         for r in rows:
             if r["stages"]:
                 print_stages(r)

@@ -101,7 +101,7 @@ def run_demo(
     from renderocc.eval.calibrate import DEFAULT_THRESHOLDS, calibrate
     from renderocc.eval.cli import report
     from renderocc.eval.evaluate import evaluate_model, label_grid, load_occ3d, write_json_atomic
-    from renderocc.infer import predict, write_prediction
+    from renderocc.infer import Predictor, write_prediction
     from renderocc.synth import generate
     from renderocc.train import TrainOptions, train
     from renderocc.train_utils.data import eval_loader, open_index, prepared_versions
@@ -171,8 +171,9 @@ def run_demo(
     pred_dir, picture_dir = out / "predictions", out / "pictures"
     pred_dir.mkdir(parents=True, exist_ok=True)
     grid = label_grid(preset.grid, load_occ3d(index.gts_path(int(index.splits["val"][0])))["semantics"].shape)
+    predict = Predictor(model, preset, grid, dev)
     for batch in eval_loader(index, preset.data, "val", 1, 0, max_samples=pictures, with_gts=False):
-        write_prediction(pred_dir, batch["sample_token"][0], predict(model, batch, preset, grid, dev)[0])
+        write_prediction(pred_dir, batch["sample_token"][0], predict(batch)[0])
     drawn = render_dataset_frames(pred_dir, dataroot, picture_dir, max_frames=pictures, size=(720, 1280))
     viewer = write_viewer(
         out / "viewer.html", dataset_viewer_frames(pred_dir, dataroot / "gts", dataroot), "renderocc demo"

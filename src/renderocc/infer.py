@@ -101,19 +101,47 @@ def write_prediction(out_dir: Path, token: str, semantics: torch.Tensor) -> Path
     return atomic_write(Path(out_dir) / f"{token}.npz", lambda f: np.savez_compressed(f, semantics=labels))
 
 
-@torch.no_grad()
-def predict(model: torch.nn.Module, batch: dict, preset: Preset, out_grid: VoxelGrid, device: torch.device):
-    """Occ3D labels uint8 [B, *out_grid.shape] of a batch."""
-    from renderocc.eval.miou import resample_labels
-    from renderocc.models import occupancy_readout
+MODEL_KEYS = ("imgs", "intrinsics", "img_aug", "cam2ego", "ego2keyego")  # what the network reads of a batch
 
-    batch = batch_to(batch, device)
-    with torch.autocast(
-        device.type, dtype=torch.bfloat16, enabled=preset.train.amp and device.type == "cuda"
-    ):
-        out = model(batch)
-    labels = occupancy_readout(out["density"].float(), out["semantics"].float(), preset.readout_threshold())
-    return resample_labels(labels, preset.grid, out_grid)
+
+class Predictor:
+    """Occ3D labels uint8 [B, *out_grid.shape] of batches: the network (bf16 on CUDA when train.amp), the
+    read-out and the resampling to `out_grid`. On CUDA it replays as a CUDA graph per batch shape
+    (GraphedCall): at batch 1 the network's launches, not its arithmetic, set the pace."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        preset: Preset,
+        out_grid: VoxelGrid,
+        device: torch.device,
+        cuda_graphs: bool = True,
+    ) -> None:
+        from renderocc.train_utils.cuda_graphs import GraphedCall
+
+        self.model, self.preset, self.out_grid, self.device = model, preset, out_grid, device
+        graphed = cuda_graphs and device.type == "cuda"
+        self._labels = GraphedCall(self._labels_of, model) if graphed else self._labels_of
+
+    def _labels_of(self, batch: dict) -> dict[str, torch.Tensor]:
+        from renderocc.eval.miou import resample_labels
+        from renderocc.models import occupancy_readout
+
+        amp = self.preset.train.amp and self.device.type == "cuda"
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
+            out = self.model(batch)
+        threshold = self.preset.readout_threshold()
+        labels = occupancy_readout(out["density"].float(), out["semantics"].float(), threshold)
+        return {"labels": resample_labels(labels, self.preset.grid, self.out_grid)}
+
+    @torch.no_grad()
+    def __call__(self, batch: dict) -> torch.Tensor:
+        was_training = self.model.training
+        self.model.eval()
+        inputs = batch_to({k: batch[k] for k in MODEL_KEYS}, self.device)
+        labels = self._labels(inputs)["labels"].clone()  # a graph's output is overwritten by its next replay
+        self.model.train(was_training)
+        return labels
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -148,9 +176,9 @@ def run(args: argparse.Namespace) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     if args.images:
         batch = images_batch(args.images, args.calib, preset.data, model.num_frames)
-        path = write_prediction(
-            out_dir, batch["sample_token"][0], predict(model, batch, preset, out_grid, device)[0]
-        )
+        # one frame: nothing to replay, so no graph
+        labels = Predictor(model, preset, out_grid, device, cuda_graphs=False)(batch)[0]
+        path = write_prediction(out_dir, batch["sample_token"][0], labels)
         print(f"prediction written to {path}")
         return 0
 
@@ -163,11 +191,11 @@ def run(args: argparse.Namespace) -> int:
         index, preset.data, args.split, args.batch_size, args.num_workers, max_samples=args.max_samples,
         with_gts=False,
     )  # fmt: skip
-    count = 0
+    count, predict = 0, Predictor(model, preset, out_grid, device)
     for batch in tqdm(
         loader, desc="infer", unit="batch", total=math.ceil(len(loader.dataset) / args.batch_size)
     ):
-        for token, labels in zip(batch["sample_token"], predict(model, batch, preset, out_grid, device)):
+        for token, labels in zip(batch["sample_token"], predict(batch)):
             write_prediction(out_dir, token, labels)
             count += 1
     print(f"{count} predictions ({'x'.join(map(str, out_grid.shape))}, uint8) written to {out_dir}")

@@ -92,6 +92,4 @@ def test_pool_matches_a_float64_loop_and_its_gradients_finite_differences():
         expected[index[s, n, d, i, j]] += depth[s, n, d, i, j] * context[s, n, :, i, j]
     expected = expected[:-1].view(S, *voxels, C).permute(0, 4, 1, 2, 3)
     torch.testing.assert_close(voxel_pool(depth, context, index, voxels).double(), expected.detach())
-    assert torch.autograd.gradcheck(
-        lambda d, c: voxel_pool(d, c, index, voxels), (depth, context)
-    )
+    assert torch.autograd.gradcheck(lambda d, c: voxel_pool(d, c, index, voxels), (depth, context))

@@ -330,5 +330,11 @@ def test_voxel_losses_on_a_coarse_model_grid():
     torch.testing.assert_close(losses["occupancy_3d"], 2.0 * bce)
     ce = F.cross_entropy(semantics[observed & occupied], pooled[observed & occupied])
     torch.testing.assert_close(losses["semantic_3d"], ce)
+    weights = torch.rand(17) + 0.5
+    weighted = voxel_losses(density, semantics, labels, mask, grid, cfg, label_grid, class_weights=weights)
+    ce = F.cross_entropy(semantics[observed & occupied], pooled[observed & occupied], weight=weights)
+    torch.testing.assert_close(weighted["semantic_3d"], ce)
     sum(losses.values()).backward()
     assert density.grad.abs().sum() > 0 and semantics.grad.abs().sum() > 0
+    nothing_seen = voxel_losses(density, semantics, labels, torch.zeros_like(mask), grid, cfg, label_grid)
+    assert all(float(v) == 0.0 for v in nothing_seen.values())

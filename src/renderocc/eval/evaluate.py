@@ -112,28 +112,23 @@ def evaluate_model(
     (nearest) and scored over mask_camera; RayIoU casts from the frame's LiDAR origins (`ray_window`
     neighbouring keyframes each side too).
     """
-    from renderocc.models import occupancy_readout  # the model package (timm) is needed only here
+    from renderocc.infer import Predictor
 
-    was_training = model.training
-    model.eval()
-    scorer = None
+    scorer = predict = None
     for batch in tqdm(loader, desc="eval", unit="batch", disable=not progress, leave=False):
         if "voxel_semantics" not in batch:
             raise FileNotFoundError(
                 f"index {index.root} has no Occ3D labels to evaluate against; prepare it with gts"
             )
         batch = batch_to(batch, device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
-            out = model(batch)
-        pred = occupancy_readout(out["density"].float(), out["semantics"].float(), preset.readout_threshold())
         gt = batch["voxel_semantics"]
-        grid = label_grid(preset.grid, tuple(gt.shape[1:]))
-        pred = resample_labels(pred, preset.grid, grid)
         if scorer is None:
+            grid = label_grid(preset.grid, tuple(gt.shape[1:]))
             scorer = Scorer(grid, device, rayiou, ray_window)
+            predict = Predictor(model, preset.replace(train={"amp": amp}), grid, device)
+        pred = predict(batch)
         origins = [lidar_origins(index, index.position(t), ray_window, grid) for t in batch["sample_token"]]
         scorer.update(pred, gt, batch["mask_camera"], origins)
-    model.train(was_training)
     if scorer is None:
         scorer = Scorer(preset.grid, device, rayiou, ray_window)  # this process had no frames
     return scorer.result()

@@ -12,7 +12,8 @@ from torch import nn
 class Backbone(nn.Module):
     """A timm `features_only` model reduced to its stride-16 and stride-32 stages.
 
-    forward: images [B, 3, H, W] -> (c4 [B, C4, H/16, W/16], c5 [B, C5, H/32, W/32]), always NCHW.
+    forward: images [B, 3, H, W] -> (c4 [B, C4, H/16, W/16], c5 [B, C5, H/32, W/32]), NCHW-shaped (their
+    strides may be channels-last: the neck's convolutions take either).
     """
 
     def __init__(
@@ -27,9 +28,9 @@ class Backbone(nn.Module):
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features = self.model(images)
         c4, c5 = features[self.stages[0]], features[self.stages[1]]
-        if self.channels_last_output:  # Swin-style stages emit NHWC
+        if self.channels_last_output:  # Swin-style stages emit NHWC: a view, no copy
             c4, c5 = c4.permute(0, 3, 1, 2), c5.permute(0, 3, 1, 2)
-        return c4.contiguous(), c5.contiguous()
+        return c4, c5
 
 
 def create_backbone(

@@ -17,6 +17,30 @@ def conv3d_bn_relu(
     )
 
 
+def upsample_trilinear(x: torch.Tensor, size: tuple[int, int, int]) -> torch.Tensor:
+    """F.interpolate(x, size, mode="trilinear", align_corners=False) for x [B, C, X, Y, Z].
+
+    Where every axis grows by a whole factor (the encoder's 2x and 4x), the same values come from separable
+    lerps between neighbours, whose backward is elementwise: PyTorch's trilinear backward scatters with
+    atomics and took 3.5 ms of a 90 ms r50 step on an H200.
+    """
+    factors = [out // n if out % n == 0 else 0 for n, out in zip(x.shape[-3:], size)]
+    if not all(factors):
+        return F.interpolate(x, size=size, mode="trilinear", align_corners=False)
+    for dim, factor in zip((2, 3, 4), factors):
+        if factor == 1:
+            continue
+        n = x.shape[dim]
+        # neighbours before and after along dim, edges repeated (align_corners=False clamps there)
+        before = torch.cat([x.narrow(dim, 0, 1), x.narrow(dim, 0, n - 1)], dim)
+        after = torch.cat([x.narrow(dim, 1, n - 1), x.narrow(dim, n - 1, 1)], dim)
+        # output r of each input cell sits at offset (r + 0.5) / factor - 0.5 from it, in input cells
+        offsets = [(r + 0.5) / factor - 0.5 for r in range(factor)]
+        parts = [torch.lerp(x, before if o < 0 else after, abs(o)) for o in offsets]
+        x = torch.stack(parts, dim + 1).flatten(dim, dim + 1)
+    return x
+
+
 class BasicBlock3d(nn.Module):
     """ResNet basic block in 3D: two 3x3x3 convs with a (projected when needed) identity shortcut."""
 
@@ -74,13 +98,13 @@ class Encoder3d(nn.Module):
         for stage in self.stages:
             x = stage(x)
             features.append(x)
-        # fpn = 1x1 conv of the concatenated, upsampled stages. Both maps are linear, so each stage is projected
-        # at its own resolution by its slice of the weight and then upsampled: the same function, without
-        # building the 224-channel full-resolution concatenation.
+        # fpn = 1x1 conv of the concatenated, upsampled stages. Both maps are linear, so each stage is
+        # projected at its own resolution by its slice of the weight and then upsampled: the same function,
+        # without building the 224-channel full-resolution concatenation.
         conv, norm, relu = self.fpn
         weights = conv.weight.split([f.shape[1] for f in features], 1)
         size = features[0].shape[-3:]
         fused = F.conv3d(features[0], weights[0])
         for f, weight in zip(features[1:], weights[1:]):
-            fused = fused + F.interpolate(F.conv3d(f, weight), size=size, mode="trilinear", align_corners=False)
+            fused = fused + upsample_trilinear(F.conv3d(f, weight), size)
         return self.out(relu(norm(fused)))

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Callable
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import FlopCounterMode, flop_registry
 
 from renderocc.config import PRESETS, Preset, get_preset
 from renderocc.models.occnet import OccupancyNet, build_model
@@ -41,6 +43,51 @@ def random_batch(preset: Preset, batch_size: int = 1, device: torch.device | str
         "depth_map": depth_map,
     }
     return {k: v.contiguous().to(device) for k, v in batch.items()}
+
+
+# Dense bf16 tensor-core peaks in TFLOP/s (vendors' datasheets, no sparsity), by a fragment of the device name
+# as torch.cuda.get_device_name gives it; the first fragment found wins.
+PEAK_BF16_TFLOPS: tuple[tuple[str, float], ...] = (
+    ("H200", 989.4),
+    ("H100 PCIe", 756.0),
+    ("H100", 989.4),
+    ("A100", 312.0),
+    ("L40S", 362.1),
+    ("RTX 4090", 165.2),
+)
+
+
+def peak_bf16_tflops(device_name: str) -> float | None:
+    """The dense bf16 peak of a known GPU (PEAK_BF16_TFLOPS), None for any other device."""
+    return next((peak for fragment, peak in PEAK_BF16_TFLOPS if fragment in device_name), None)
+
+
+class _FlopCount(TorchDispatchMode):
+    """Sums the FLOPs of the ops that torch's FLOP counter has formulas for, as they run (backward included).
+
+    FlopCounterMode would do, but its per-module tracker fails on a forward that runs part of itself without
+    gradients (the history frames)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flops = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        formula = flop_registry.get(func._overloadpacket)
+        if formula is not None:
+            self.flops += int(formula(*args, **kwargs, out_val=out))
+        return out
+
+
+def counted_flops(fn: Callable[[], object]) -> int:
+    """FLOPs of the matrix products, convolutions and attention that fn() runs, its backward included when it
+    runs one (history frames without gradients count their forward only). Gathers, scatters, grid_sample and
+    the renderer's Triton kernels have no formula and count 0, as in the usual MFU."""
+    with _FlopCount() as counter:
+        fn()
+    return counter.flops
 
 
 def parameter_counts(model: OccupancyNet) -> dict[str, int]:

@@ -75,10 +75,14 @@ class OccupancyNet(nn.Module):
             cfg.voxel_channels * num_frames, cfg.encoder_channels, cfg.encoder_layers, cfg.voxel_channels
         )
         self.heads = VoxelHeads(cfg.voxel_channels, cfg.head_hidden, cfg.num_classes, cfg.density_init)
+        if cfg.channels_last:  # weights too: a convolution converts mismatched weights on every call
+            for module in (self.backbone, self.neck, self.view_transformer):
+                module.to(memory_format=torch.channels_last)
+            self.encoder.to(memory_format=torch.channels_last_3d)
 
     def image_features(self, images: torch.Tensor) -> torch.Tensor:
         """images [S, 3, H, W] -> neck features [S, neck_channels, H/16, W/16]."""
-        return self.neck(*self.backbone(images))
+        return self.neck(*self.backbone(self._conv_layout(images)))
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
         """batch (see renderocc.data.batch) -> dict:
@@ -116,7 +120,14 @@ class OccupancyNet(nn.Module):
         ego2keyego [B, T', 4, 4] (T' >= num_frames) aligns the history volumes to the key frame.
         """
         fused = self.temporal(volumes, ego2keyego[:, : self.num_frames])
-        return self.heads(self.encoder(fused))
+        return self.heads(self.encoder(self._conv_layout(fused)))
+
+    def _conv_layout(self, x: torch.Tensor) -> torch.Tensor:
+        """x [B, C, ...] (4D or 5D) in the layout the convolutions after it run on (model.channels_last); the
+        first convolution's output keeps it, so the layers after it need no conversion."""
+        if self.cfg.channels_last:
+            return x.contiguous(memory_format=torch.channels_last if x.dim() == 4 else torch.channels_last_3d)
+        return x.contiguous()
 
     def depth_loss(self, outputs: dict[str, torch.Tensor], batch: dict) -> torch.Tensor:
         """Unweighted LiDAR depth loss of the key frame's depth distribution (scale by loss.lidar_depth)."""

@@ -90,7 +90,9 @@ def voxel_pool(
     S, N, C, h, w = context.shape
     X, Y, Z = grid_shape
     if index.shape != depth_probs.shape:
-        raise ValueError(f"voxel_pool: index {list(index.shape)} does not match depth {list(depth_probs.shape)}")
+        raise ValueError(
+            f"voxel_pool: index {list(index.shape)} does not match depth {list(depth_probs.shape)}"
+        )
     # [S, N, D, h, w, C]: one row per frustum point, accumulated in fp32 (or fp64) whatever the autocast
     dtype = torch.promote_types(torch.promote_types(depth_probs.dtype, context.dtype), torch.float32)
     features = depth_probs.to(dtype).unsqueeze(-1) * context.to(dtype).permute(0, 1, 3, 4, 2).unsqueeze(2)

@@ -46,7 +46,10 @@ def pool_voxel_labels(
     coarse = coarse.repeat_interleave(f, 0).repeat_interleave(f, 1).repeat_interleave(f, 2)
     batch = torch.arange(b, device=voxel_semantics.device).view(b, 1, 1, 1) * (x * y * z)
     key = (batch + coarse) * (FREE + 1) + voxel_semantics.long().clamp(0, FREE)
-    counts = torch.bincount(key[mask_camera], minlength=b * x * y * z * (FREE + 1)).view(b, x, y, z, FREE + 1)
+    # unobserved voxels add 0: a fixed-size sum, where indexing by the mask would make the host wait
+    counts = torch.zeros(b * x * y * z * (FREE + 1), device=key.device, dtype=torch.int32)
+    counts = counts.index_add_(0, key.flatten(), mask_camera.flatten().to(torch.int32))
+    counts = counts.view(b, x, y, z, FREE + 1)
     observed = counts.sum(-1) > 0
     occupied_counts = counts[..., :FREE]
     free = torch.full_like(observed, FREE, dtype=torch.long)
@@ -77,16 +80,24 @@ def voxel_losses(
         raise ValueError(
             f"voxel losses: density {list(density.shape)} is not on the model grid {list(labels.shape)}"
         )
-    zero = density.sum() * 0.0 + semantics.sum() * 0.0
+    # masked means over all voxels rather than indexing by the masks: no host wait, so a step with 3D
+    # supervision replays as a CUDA graph too; an empty mask gives 0 (with a graph)
     losses: dict[str, torch.Tensor] = {}
     if cfg.occupancy_3d:
         occupied = (labels != FREE).to(density.dtype)
-        logit = density[observed] - cfg.occupancy_threshold
-        bce = F.binary_cross_entropy_with_logits(logit, occupied[observed]) if observed.any() else zero
+        bce = F.binary_cross_entropy_with_logits(
+            density - cfg.occupancy_threshold, occupied, reduction="none"
+        )
+        bce = (bce * observed).sum() / observed.sum().clamp_min(1)
         losses["occupancy_3d"] = cfg.occupancy_3d * bce
     if cfg.semantic_3d:
         target = observed & (labels != FREE)
+        classes = semantics.shape[-1]
         weight = None if class_weights is None else class_weights.to(semantics.device, semantics.dtype)
-        ce = F.cross_entropy(semantics[target], labels[target], weight=weight) if target.any() else zero
+        labels = labels.clamp(max=classes - 1)  # free voxels: any class, masked out below
+        ce = F.cross_entropy(semantics.flatten(0, -2), labels.flatten(), weight=weight, reduction="none")
+        # cross_entropy's mean with class weights divides by the summed weights of the targets
+        norm = target.flatten() if weight is None else target.flatten() * weight[labels.flatten()]
+        ce = (ce * target.flatten()).sum() / norm.sum().clamp_min(1e-12)
         losses["semantic_3d"] = cfg.semantic_3d * ce
     return losses

@@ -1,0 +1,106 @@
+"""The training step's forward and backward (`forward_backward`): eager, compiled and replayed as one CUDA
+graph give the same losses and gradients; graphed inference gives the eager labels. The CUDA tests run on a
+GPU machine, not in CI."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from test_train_cuda_graphs import field_and_rays
+from train_fixtures import tiny_preset
+
+from renderocc.core.grid import VoxelGrid
+from renderocc.infer import Predictor
+from renderocc.models import build_model
+from renderocc.models.info import random_batch
+from renderocc.train import compile_stages, forward_backward
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+
+
+def step_batch(preset, batch_size: int, device: str, seed: int) -> dict:
+    """A batch with the loader's layout: random images on a level rig, and labelled rays."""
+    torch.manual_seed(seed)
+    _, _, rays = field_and_rays(preset, batch_size, preset.data.max_rays, device, seed)
+    return random_batch(preset, batch_size, device) | rays
+
+
+def losses_and_grads(step, model, batch) -> tuple[dict, dict]:
+    losses = {k: v.clone() for k, v in step(batch).items()}
+    return losses, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def assert_same_step(first: tuple[dict, dict], second: tuple[dict, dict], rtol: float, atol: float) -> None:
+    (losses_a, grads_a), (losses_b, grads_b) = first, second
+    assert losses_a.keys() == losses_b.keys() and grads_a.keys() == grads_b.keys()
+    for name in losses_a:
+        torch.testing.assert_close(losses_a[name], losses_b[name], rtol=rtol, atol=atol, msg=name)
+    for name in grads_a:  # relative to the tensor's scale: bf16 / reordered sums differ elementwise
+        scale = grads_a[name].abs().max().clamp_min(1e-12)
+        err = (grads_a[name] - grads_b[name]).abs().max() / scale
+        assert err < rtol, f"gradient of {name}: max error {float(err):.2e} of its largest entry"
+
+
+@pytest.mark.slow  # inductor compiles C++ for the CPU: minutes on 2 cores
+def test_compiled_stages_give_the_eager_losses_and_gradients():
+    # the demo preset's network, shrunk: eager against torch.compile of backbone, neck, encoder and heads
+    preset = tiny_preset().replace(loss=dict(line_of_sight=0.0))  # no random draws
+    torch.manual_seed(0)
+    model = build_model(preset).train()
+    batch = step_batch(preset, 1, "cpu", seed=1)
+    step = forward_backward(model, model, preset, "2d", None, graphs="off")
+    eager = losses_and_grads(step, model, batch)
+    buffers = {k: v.clone() for k, v in model.state_dict().items()}
+    undo = compile_stages(model)
+    model.load_state_dict(buffers)  # the eager step moved the batch-norm statistics
+    compiled = losses_and_grads(step, model, batch)
+    assert_same_step(eager, compiled, rtol=1e-3, atol=1e-5)
+    undo()
+    assert "forward" not in vars(model.backbone)
+
+
+@cuda
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_the_replayed_step_gives_the_eager_losses_and_gradients(channels_last):
+    preset = tiny_preset().replace(
+        model=dict(channels_last=channels_last), data=dict(prev_frames=1), loss=dict(line_of_sight=0.0)
+    )
+    torch.manual_seed(0)
+    model = build_model(preset).cuda().train()
+    eager = forward_backward(model, model, preset, "2d", None, graphs="off")
+    graphed = forward_backward(model, model, preset, "2d", None, graphs="step")
+    for seed in (1, 2, 3):  # capture on the first batch, replay on fresh ones
+        batch = step_batch(preset, 2, "cuda", seed)
+        state = {k: v.clone() for k, v in model.state_dict().items()}
+        expected = losses_and_grads(eager, model, batch)
+        after_eager = {k: v.clone() for k, v in model.state_dict().items()}
+        model.load_state_dict(state)
+        replayed = losses_and_grads(graphed, model, batch)
+        assert_same_step(expected, replayed, rtol=1e-3, atol=1e-5)
+        for name, value in model.state_dict().items():  # batch-norm statistics moved as by one eager step
+            torch.testing.assert_close(value, after_eager[name], rtol=1e-3, atol=1e-5, msg=name)
+
+
+@cuda
+def test_the_replayed_step_draws_fresh_line_of_sight_points():
+    preset = tiny_preset()
+    model = build_model(preset).cuda().train()
+    graphed = forward_backward(model, model, preset, "2d", None, graphs="step")
+    batch = step_batch(preset, 1, "cuda", seed=4)
+    first = graphed(batch)["line_of_sight"].clone()
+    assert not torch.equal(first, graphed(batch)["line_of_sight"])
+
+
+@cuda
+def test_graphed_inference_gives_the_eager_labels():
+    preset = tiny_preset().replace(data=dict(prev_frames=1))
+    model = build_model(preset).cuda()
+    out_grid = VoxelGrid(preset.grid.lower, preset.grid.upper, 0.8)
+    eager = Predictor(model, preset, out_grid, torch.device("cuda"), cuda_graphs=False)
+    graphed = Predictor(model, preset, out_grid, torch.device("cuda"))
+    for seed in (0, 1):
+        batch = step_batch(preset, 1, "cuda", seed)
+        labels = graphed(batch)
+        assert labels.shape == (1, *out_grid.shape) and labels.dtype == torch.uint8
+        agree = (labels == eager(batch)).float().mean()
+        assert agree > 0.999  # bf16 rounding may flip voxels right at the threshold
