@@ -253,8 +253,8 @@ def train(preset: Preset, opts: TrainOptions) -> Path:
         )
     saved = load_train_state(last_good) if last_good is not None else None
     plan = plan_batch(
-        saved, last_good, preset.train.batch_size, dist.world_size, opts.batch_size, opts.keep_global_batch,
-        opts.change_global_batch,
+        saved, last_good, preset.train.batch_size, dist.world_size, opts.seed, opts.batch_size,
+        opts.keep_global_batch, opts.change_global_batch,
     )  # fmt: skip
     preset = preset.replace(train={"batch_size": plan.batch_size})
     cfg = preset.train
@@ -268,7 +268,7 @@ def train(preset: Preset, opts: TrainOptions) -> Path:
     from renderocc.render.losses import class_weights_from_counts
 
     class_weights = class_weights_from_counts(torch.as_tensor(index.class_counts)).to(device)
-    total_iters = total_iterations(preset, opts, len(index.splits["train"]), plan.epoch_batch)
+    total_iters = total_iterations(preset, opts, len(index.splits["train"]), plan.schedule_batch)
 
     model = build_model(preset).to(device)
     ema = EMA(model, cfg.ema_decay)
@@ -437,8 +437,8 @@ Several processes (GPUs, nodes) under torchrun: each step takes a global batch o
 x 2 samples train on the same samples, augmented alike, as 1 x 4; an epoch-based schedule counts its steps
 in global batches.
 
---resume on another process count or batch: the checkpoint records its global batch, and a run that would
-take another one stops and says what to pass:
+--resume on another process count or batch: the checkpoint records its global batch (and seed: another
+--seed is refused), and a run that would take another global batch stops and says what to pass:
   --keep-global-batch    B = the checkpoint's global batch / processes: the same batches and lr schedule as
                          the run would have had (not bit-identical weights: gradients are averaged in another
                          order, BatchNorm statistics come from B samples, random loss points are reseeded)

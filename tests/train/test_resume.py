@@ -14,7 +14,7 @@ def saved(world_size: int, batch_size: int, step: int = 10, **extra) -> dict:
 
 
 def test_a_fresh_run_takes_the_preset_or_the_asked_batch():
-    assert plan_batch(None, None, 2, 4) == BatchPlan(2, 4)
+    assert plan_batch(None, None, 2, 4, seed=5) == BatchPlan(2, 4, seed=5, samples_seen=0, schedule_batch=8)
     assert plan_batch(None, None, 2, 4, batch_size=3).global_batch == 12
     with pytest.raises(ValueError, match="are for --resume"):
         plan_batch(None, None, 2, 4, keep_global_batch=True)
@@ -40,7 +40,7 @@ def test_another_process_count_is_refused_with_what_to_pass():
 
 def test_keeping_the_global_batch_splits_it_over_the_new_processes():
     down = plan_batch(saved(2, 2, step=10), CHECKPOINT, 2, 1, keep_global_batch=True)
-    assert (down.batch_size, down.global_batch, down.samples_seen, down.epoch_batch) == (4, 4, 40, 4)
+    assert (down.batch_size, down.global_batch, down.samples_seen, down.schedule_batch) == (4, 4, 40, 4)
     assert down.change_note(10, 100) is None
     up = plan_batch(saved(1, 4, step=10), CHECKPOINT, 2, 4, keep_global_batch=True)
     assert (up.batch_size, up.global_batch) == (1, 4)
@@ -50,16 +50,22 @@ def test_keeping_the_global_batch_splits_it_over_the_new_processes():
 
 def test_a_changed_global_batch_continues_the_stream_and_keeps_the_schedule_batch():
     plan = plan_batch(saved(2, 2, step=10), CHECKPOINT, 2, 1, change_global_batch=True)
-    assert (plan.global_batch, plan.samples_seen, plan.epoch_batch) == (2, 40, 4)
+    assert (plan.global_batch, plan.samples_seen, plan.schedule_batch) == (2, 40, 4)
     note = plan.change_note(10, 100)
     assert "global batch 2 (1 x 2) from step 10 on, 4 before" in note
     assert "continues at sample 40" in note and "keeps its 100 steps" in note
     assert "--max-iters 190" in note  # 90 steps of 4 samples are 180 steps of 2
     fields = plan.checkpoint_fields(steps_done=5)
-    assert fields == {"world_size": 1, "batch_size": 2, "samples_seen": 50, "schedule_batch": 4}
+    assert fields == {"world_size": 1, "batch_size": 2, "seed": 0, "samples_seen": 50, "schedule_batch": 4}
     # a second resume reads what the first one wrote: the stream position and the schedule's batch carry on
     again = plan_batch(saved(**fields, step=15), CHECKPOINT, 2, 1)
-    assert (again.samples_seen, again.epoch_batch, again.change_note(15, 100)) == (50, 4, None)
+    assert (again.samples_seen, again.schedule_batch, again.change_note(15, 100)) == (50, 4, None)
+
+
+def test_another_seed_is_refused():
+    with pytest.raises(ValueError, match="trained with --seed 3, which fixes its data order.*pass --seed 3"):
+        plan_batch(saved(1, 2, seed=3), CHECKPOINT, 2, 1)
+    assert plan_batch(saved(1, 2, seed=3), CHECKPOINT, 2, 1, seed=3).seed == 3
 
 
 def test_a_checkpoint_without_the_batch_fields_reads_its_preset(tmp_path):
@@ -69,4 +75,4 @@ def test_a_checkpoint_without_the_batch_fields_reads_its_preset(tmp_path):
     with pytest.raises(GlobalBatchError, match="2 process\\(es\\) x batch 3 = global batch 6"):
         plan_batch(state, path, 3, 1)
     plan = plan_batch(state, path, 3, 3, keep_global_batch=True)
-    assert (plan.batch_size, plan.samples_seen, plan.epoch_batch) == (2, 36, 6)
+    assert (plan.batch_size, plan.samples_seen, plan.schedule_batch) == (2, 36, 6)

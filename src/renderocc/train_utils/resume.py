@@ -1,10 +1,11 @@
 """Resuming on another process count: the per-process batch, the data stream's position, the schedule's batch.
 
-A step's global batch is batch_size x world_size samples of one data stream (`sampling`). A checkpoint
-records the per-process batch, the process count, how many samples of the stream its steps took, and the
-global batch that an epoch-based schedule counts its steps in. On resume the global batch is kept
-(`keep_global_batch`: the per-process batch becomes the saved global batch / world_size) or changed on
-request (`change_global_batch`); a change that nobody asked for is refused with what to pass.
+A step's global batch is batch_size x world_size samples of one data stream fixed by the seed (`sampling`).
+A checkpoint records the per-process batch, the process count, the seed, how many samples of the stream its
+steps took, and the global batch that an epoch-based schedule counts its steps in. On resume the global
+batch is kept (`keep_global_batch`: the per-process batch becomes the saved global batch / world_size) or
+changed on request (`change_global_batch`); a change that nobody asked for is refused with what to pass,
+and so is another seed.
 """
 
 from __future__ import annotations
@@ -24,25 +25,23 @@ class BatchPlan:
 
     batch_size: int  # per process
     world_size: int
-    samples_seen: int = 0  # samples of the data stream that the steps before this run took
-    schedule_batch: int | None = None  # the global batch an epoch-based schedule counts steps in
+    seed: int  # of the data stream
+    samples_seen: int  # samples of the stream that the steps before this run took
+    schedule_batch: int  # the global batch an epoch-based schedule counts steps in
     saved_global_batch: int | None = None  # the checkpoint's global batch (None: a fresh run)
 
     @property
     def global_batch(self) -> int:
         return self.batch_size * self.world_size
 
-    @property
-    def epoch_batch(self) -> int:
-        return self.schedule_batch or self.global_batch
-
     def checkpoint_fields(self, steps_done: int) -> dict:
         """What a checkpoint after `steps_done` steps of this run records for the next resume."""
         return {
             "world_size": self.world_size,
             "batch_size": self.batch_size,
+            "seed": self.seed,
             "samples_seen": self.samples_seen + steps_done * self.global_batch,
-            "schedule_batch": self.epoch_batch,
+            "schedule_batch": self.schedule_batch,
         }
 
     def change_note(self, start_step: int, total_iters: int) -> str | None:
@@ -64,6 +63,7 @@ def plan_batch(
     checkpoint: Path | None,
     preset_batch: int,
     world_size: int,
+    seed: int = 0,
     batch_size: int | None = None,
     keep_global_batch: bool = False,
     change_global_batch: bool = False,
@@ -80,7 +80,13 @@ def plan_batch(
     if state is None:
         if keep_global_batch or change_global_batch:
             raise ValueError("--keep-global-batch / --change-global-batch are for --resume; add it")
-        return BatchPlan(batch_size or preset_batch, world_size)
+        batch_size = batch_size or preset_batch
+        return BatchPlan(batch_size, world_size, seed, 0, batch_size * world_size)
+    if state.get("seed", seed) != seed:  # checkpoints written before the seed was recorded are not checked
+        raise ValueError(
+            f"checkpoint {checkpoint} was trained with --seed {state['seed']}, which fixes its data order "
+            f"and augmentation; pass --seed {state['seed']} to resume it"
+        )
     batch_size = batch_size or preset_batch
     saved_world = int(state.get("world_size", 1))
     saved_batch = state.get("batch_size")
@@ -113,4 +119,4 @@ def plan_batch(
             f"sample. Pass {keep}, or --change-global-batch to continue with global batch "
             f"{world_size * batch_size} (the schedule keeps its steps)"
         )
-    return BatchPlan(batch_size, world_size, samples_seen, schedule_batch, saved_global)
+    return BatchPlan(batch_size, world_size, seed, samples_seen, schedule_batch, saved_global)
