@@ -25,9 +25,10 @@ from renderocc.train_utils.sampling import StepSampler
 
 
 def torchrun(*args: str) -> subprocess.CompletedProcess:
-    """`torchrun --nproc-per-node 2 -m renderocc.cli ARGS` (gloo on the CPU)."""
+    """`torchrun --nproc-per-node 2 ARGS` (gloo on the CPU); ARGS a script, or `renderocc` arguments."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
-    return subprocess.run([*cmd, "-m", "renderocc.cli", *args], capture_output=True, text=True, timeout=600)
+    cmd += [] if args[0].endswith(".py") else ["-m", "renderocc.cli"]
+    return subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=600)
 
 
 def options(prepared, out, **kwargs) -> TrainOptions:
@@ -60,8 +61,7 @@ def test_buffers_differ_after_a_ddp_step_until_broadcast(tmp_path):
     its own batch, so without it the processes would score their frames with different models."""
     script, out = tmp_path / "buffers.py", tmp_path / "buffers"
     script.write_text(BUFFERS_AFTER_A_DDP_STEP)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
-    done = subprocess.run([*cmd, str(script), str(out)], capture_output=True, text=True, timeout=600)
+    done = torchrun(str(script), str(out))
     assert done.returncode == 0, done.stderr[-3000:]
     r0, r1 = (torch.load(f"{out}-{r}.pt") for r in range(2))
     assert not torch.equal(r0["before"][0], r1["before"][0])  # running means of different batches
