@@ -5,7 +5,14 @@
 
 Each step is what `renderocc train` does (forward, rendering + losses, backward, AdamW, EMA), on real
 batches from the data loader; loading time is reported separately so a slow loader shows. Under torchrun
-every process runs its own share and rank 0 prints global numbers (samples/s summed over processes).
+every process runs its own share and rank 0 prints global numbers (samples/s summed over processes), and
+where the step goes beyond one process's work: the same step under DDP's no_sync (no gradient all-reduce)
+takes turns with the synced one on every process; the slowest process's no_sync step less rank 0's is the
+wait for stragglers, and the synced step less the slowest no_sync step the all-reduce that backward does
+not hide.
+
+    torchrun --nproc-per-node 2 benchmarks/train.py --dataroot D --preset r50-256x704 --batch-size 2
+
 --stages adds how the step splits between backbone, view transform, 3D encoder, rendering, optimiser and
 the data loader's wait, each stage timed on its own, and the marginal cost of rendering + 2D losses: the
 whole step less the same step without them. Timed alone, a stage pays its own host launch overhead; inside
@@ -16,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import functools
 import json
 import statistics
@@ -124,10 +132,13 @@ def one_step(step_fn, batch: dict, raw, optimizer, ema, preset) -> None:
     ema.update(raw)
 
 
-def time_steps(steps: dict, batches, raw, optimizer, ema, preset, args) -> dict[str, dict]:
+def time_steps(
+    steps: dict, batches, raw, optimizer, ema, preset, args, contexts: dict | None = None
+) -> dict[str, dict]:
     """Whole training steps of each step function in `steps`, taking turns step by step (so
-    a drift of the GPU's clocks hits all alike): per name, ms per step and loader wait in ms (both after the
-    warm-up), and the labelled rays of each batch."""
+    a drift of the GPU's clocks hits all alike), each inside its `contexts[name]()` if any: per name, ms
+    per step and loader wait in ms (both after the warm-up), and the labelled rays of each batch."""
+    contexts = contexts or {}
     device = next(raw.parameters()).device
     times = {name: {"step_ms": [], "load_ms": [], "rays": []} for name in steps}
     for i in range(args.warmup + args.steps):
@@ -136,7 +147,8 @@ def time_steps(steps: dict, batches, raw, optimizer, ema, preset, args) -> dict[
             batch = batch_to(next(batches), device)
             sync(device)
             t1 = time.perf_counter()
-            one_step(step, batch, raw, optimizer, ema, preset)
+            with contexts.get(name, contextlib.nullcontext)():
+                one_step(step, batch, raw, optimizer, ema, preset)
             sync(device)
             t2 = time.perf_counter()
             if i >= args.warmup:
@@ -175,9 +187,11 @@ def bench(preset_name: str, batch_size: int, args, dist) -> dict:
     index = open_index(args.dataroot, args.version)
     model = build_model(preset).to(device)
     raw = model
+    contexts = {}
     if dist.enabled:
         ids = [device] if device.type == "cuda" else None
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        contexts["no_sync"] = model.no_sync  # the step without its gradient all-reduce (weights drift apart)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     if args.compile or (args.compile is None and preset.train.compile):
@@ -208,8 +222,15 @@ def bench(preset_name: str, batch_size: int, args, dist) -> dict:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     steps = {"step": step} | ({"without": without_2d_losses} if args.stages else {})
-    times = time_steps(steps, batches, raw, optimizer, ema, preset, args)
+    steps |= {name: step for name in contexts}
+    times = time_steps(steps, batches, raw, optimizer, ema, preset, args, contexts)
     step_ms, load_ms, rays = times["step"]["step_ms"], times["step"]["load_ms"], times["step"]["rays"]
+    ranks = []
+    if dist.enabled:  # every process's compute-only step and loader wait: their spread shows stragglers
+        own = times["no_sync"]
+        ranks = distributed.gather_objects(
+            (statistics.median(own["step_ms"]), statistics.median(own["load_ms"]))
+        )
     peak_gb = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
     stages, syncs = {}, {}
     if args.sync_audit and device.type == "cuda":
@@ -221,12 +242,15 @@ def bench(preset_name: str, batch_size: int, args, dist) -> dict:
     step = statistics.median(step_ms)
     peak = peak_bf16_tflops(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
     tflops = flops / step / 1e9  # per process
+    grad_mb = sum(p.numel() * p.element_size() for p in raw.parameters() if p.requires_grad) / 2**20
     return {
         "tflops": tflops,
         "mfu": tflops / peak if peak else None,
         "gflops_per_step": flops / 1e9,
         "stages": stages,
         "syncs": syncs,
+        "ranks": ranks,  # per process: (median ms of the step without all-reduce, median loader wait ms)
+        "grad_mb": grad_mb,
         "preset": preset_name,
         "batch": batch_size,
         "gpus": dist.world_size,
@@ -253,6 +277,24 @@ def print_stages(row: dict) -> None:
     print(f"{'step without 2D losses':<22}{without:>9.1f}{100 * without / row['step_ms']:>10.1f}%")
     share = 100 * marginal / row["step_ms"]
     print(f"{'2D losses, marginal':<22}{marginal:>9.1f}{share:>10.1f}%  (step less step without them)")
+
+
+def print_scaling(row: dict) -> None:
+    """Where a step on several processes goes beyond one process's work."""
+    alone, waits = zip(*row["ranks"])
+    exposed, straggle = row["step_ms"] - max(alone), max(alone) - alone[0]
+    print(f"\n{row['preset']} batch {row['batch']} x {row['gpus']} processes: beyond one process's work")
+    lines = [
+        ("step, gradients all-reduced (DDP)", f"{row['step_ms']:.1f} ms"),
+        ("the same step under no_sync, rank 0", f"{alone[0]:.1f} ms"),
+        ("wait for the slowest rank's no_sync step", f"{straggle:.1f} ms ({min(alone):.1f} - {max(alone):.1f}"
+         " ms over ranks)"),
+        ("all-reduce that backward leaves exposed", f"{exposed:.1f} ms ({100 * exposed / row['step_ms']:.1f}%"
+         f" of the step; {row['grad_mb']:.0f} MB of gradients)"),
+        ("loader wait, least - most", f"{min(waits):.1f} - {max(waits):.1f} ms"),
+    ]  # fmt: skip
+    for name, value in lines:
+        print(f"{name:<42}{value}")
 
 
 def main() -> None:
@@ -282,6 +324,8 @@ def main() -> None:
     parser.add_argument("--json", help="write the rows to this file")
     args = parser.parse_args()
     dist = distributed.setup(args.device)
+    if args.stages and dist.enabled:
+        parser.error("--stages times stages of one process; run it without torchrun")
     rows = [bench(p, b, args, dist) for p in args.preset for b in args.batch_size]
     if dist.is_main:
         name = torch.cuda.get_device_name(dist.device) if dist.device.type == "cuda" else "CPU"
@@ -300,6 +344,8 @@ def main() -> None:
         for r in rows:
             if r["stages"]:
                 print_stages(r)
+            if r["ranks"]:
+                print_scaling(r)
             if r["syncs"]:
                 print(f"\n{r['preset']} batch {r['batch']}: where a step waits for the GPU (count, line)")
                 for site, count in sorted(r["syncs"].items(), key=lambda item: -item[1]):

@@ -42,7 +42,8 @@ from renderocc.train_utils import distributed
 from renderocc.train_utils.cuda_graphs import GraphedCall, GraphedLosses, LossFn
 from renderocc.train_utils.data import eval_loader, open_index, train_loader
 from renderocc.train_utils.ema import EMA
-from renderocc.train_utils.rng import rng_state, seed_everything, set_rng_state
+from renderocc.train_utils.resume import plan_batch
+from renderocc.train_utils.rng import derived_seed, rng_state, seed_everything, set_rng_state
 from renderocc.train_utils.schedule import lr_factor
 
 SUPERVISION = ("2d", "3d", "2d+3d")
@@ -65,6 +66,9 @@ class TrainOptions:
     supervision: str = "2d"
     max_iters: int | None = None  # overrides the preset's epochs / max_iters
     resume: bool = False
+    batch_size: int | None = None  # per process; None: the preset's
+    keep_global_batch: bool = False  # on resume: batch = the checkpoint's global batch / processes
+    change_global_batch: bool = False  # on resume: accept another global batch than the checkpoint's
     device: str | None = None  # None: CUDA when available
     compile: bool | None = None  # None: the preset's train.compile
     seed: int = 0
@@ -210,13 +214,13 @@ def compile_stages(model: torch.nn.Module) -> Callable[[], None]:
     return undo
 
 
-def total_iterations(preset: Preset, opts: TrainOptions, train_samples: int, world_size: int) -> int:
+def total_iterations(preset: Preset, opts: TrainOptions, train_samples: int, global_batch: int) -> int:
+    """The schedule's length in steps; epochs count steps of `global_batch` samples."""
     if opts.max_iters is not None:
         return opts.max_iters
     if preset.train.max_iters is not None:
         return preset.train.max_iters
-    per_epoch = math.ceil(train_samples / (preset.train.batch_size * world_size))
-    return preset.train.epochs * per_epoch
+    return preset.train.epochs * math.ceil(train_samples / global_batch)
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -268,29 +272,45 @@ class Throughput:
         return self.steps * batch_size * world / elapsed, rays / elapsed
 
 
-def restore(checkpoint: Path, model, ema: EMA, optimizer, scheduler, rank: int, world_size: int) -> int:
-    """Load everything a checkpoint holds into the training objects; returns the step to continue from."""
+def restore(
+    checkpoint: Path, state: dict, model, ema: EMA, optimizer, scheduler, rank: int, world: int, seed: int
+) -> int:
+    """Load everything a checkpoint (and its training `state`) holds into the training objects; returns the
+    step to continue from."""
     weights = load_weights(checkpoint, "model")
     check_compatible(model, weights, f"checkpoint {checkpoint}")
     model.load_state_dict(weights)
-    state = load_train_state(checkpoint)
     ema.load_state_dict(load_weights(checkpoint, "ema"), state["ema_updates"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
-    rng = state["rng"]  # one entry per process; another process count continues from rank 0's streams
-    set_rng_state(rng[rank] if len(rng) == world_size else rng[0])
-    return int(state["step"])
+    step, rng = int(state["step"]), state["rng"]  # one RNG entry per process
+    if len(rng) == world:
+        set_rng_state(rng[rank])
+    else:  # another process count: no stream maps onto a process; fresh ones, distinct, fixed by the step
+        seed_everything(derived_seed(seed, step, rank))
+    return step
 
 
 def train(preset: Preset, opts: TrainOptions) -> Path:
     """Train `preset` on a prepared dataset; returns the final checkpoint directory."""
     if opts.supervision not in SUPERVISION:
         raise ValueError(f"--supervision {opts.supervision!r}; choose from {', '.join(SUPERVISION)}")
-    cfg = preset.train
     dist = distributed.setup(opts.device)
     device = dist.device
     run_dir = Path(opts.out)
     seed_everything(opts.seed + dist.rank)
+    last_good = latest_checkpoint(run_dir) if opts.resume else None
+    if opts.resume and last_good is None:
+        raise FileNotFoundError(
+            f"--resume: no checkpoint under {run_dir / 'checkpoints'}; drop --resume to start"
+        )
+    saved = load_train_state(last_good) if last_good is not None else None
+    plan = plan_batch(
+        saved, last_good, preset.train.batch_size, dist.world_size, opts.seed, opts.batch_size,
+        opts.keep_global_batch, opts.change_global_batch,
+    )  # fmt: skip
+    preset = preset.replace(train={"batch_size": plan.batch_size})
+    cfg = preset.train
 
     index = open_index(opts.dataroot, opts.version, opts.index_dir)
     if "3d" in opts.supervision and not index.has_gts:
@@ -301,7 +321,7 @@ def train(preset: Preset, opts: TrainOptions) -> Path:
     from renderocc.render.losses import class_weights_from_counts
 
     class_weights = class_weights_from_counts(torch.as_tensor(index.class_counts)).to(device)
-    total_iters = total_iterations(preset, opts, len(index.splits["train"]), dist.world_size)
+    total_iters = total_iterations(preset, opts, len(index.splits["train"]), plan.schedule_batch)
 
     model = build_model(preset).to(device)
     ema = EMA(model, cfg.ema_decay)
@@ -313,13 +333,12 @@ def train(preset: Preset, opts: TrainOptions) -> Path:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
 
     start_step = 0
-    last_good = latest_checkpoint(run_dir) if opts.resume else None
-    if opts.resume and last_good is None:
-        raise FileNotFoundError(
-            f"--resume: no checkpoint under {run_dir / 'checkpoints'}; drop --resume to start"
+    if saved is not None:
+        start_step = restore(
+            last_good, saved, model, ema, optimizer, scheduler, dist.rank, dist.world_size, opts.seed
         )
-    if last_good is not None:
-        start_step = restore(last_good, model, ema, optimizer, scheduler, dist.rank, dist.world_size)
+        if dist.is_main and (note := plan.change_note(start_step, total_iters)):
+            print(note)
     elif dist.is_main and (run_dir / "checkpoints").is_dir() and latest_checkpoint(run_dir) is not None:
         raise FileExistsError(
             f"{run_dir} already holds checkpoints; pass --resume to continue or another --out"
@@ -339,8 +358,8 @@ def train(preset: Preset, opts: TrainOptions) -> Path:
 
     workers = cfg.num_workers if opts.num_workers is None else opts.num_workers
     loader = train_loader(
-        index, preset.data, cfg.batch_size, workers, opts.seed, start_step, dist.rank, dist.world_size,
-        pin_memory=device.type == "cuda",
+        index, preset.data, cfg.batch_size, workers, opts.seed, plan.samples_seen, dist.rank,
+        dist.world_size, pin_memory=device.type == "cuda",
     )  # fmt: skip
     val_every = opts.val_every or cfg.val_every
     has_val = index.has_gts and len(index.splits.get("val", ())) > 0
@@ -358,7 +377,7 @@ def train(preset: Preset, opts: TrainOptions) -> Path:
             "rng": states,
             "ema_updates": ema.updates,
             "supervision": opts.supervision,
-            "world_size": dist.world_size,
+            **plan.checkpoint_fields(step - start_step),
         }
         path = run_dir / "checkpoints" / f"step-{step:08d}"
         if dist.is_main:
@@ -447,6 +466,7 @@ def train(preset: Preset, opts: TrainOptions) -> Path:
                 index, preset.data, "val", cfg.batch_size, 0, dist.rank, dist.world_size, opts.val_samples
             )
             with ema.applied_to(raw_model):
+                distributed.broadcast_buffers(raw_model)  # every process scores with rank 0's EMA, as saved
                 metrics = evaluate_model(
                     raw_model, loader_val, preset, index, device, False, amp=amp, progress=False
                 )
@@ -472,7 +492,26 @@ def train(preset: Preset, opts: TrainOptions) -> Path:
     return final
 
 
+RESUME_HELP = """\
+Several processes (GPUs, nodes) under torchrun: each step takes a global batch of B x processes samples
+(B = --batch-size or the preset's) from one data stream fixed by --seed, split in rank order, so 2 processes
+x 2 samples train on the same samples, augmented alike, as 1 x 4; an epoch-based schedule counts its steps
+in global batches.
+
+--resume on another process count or batch: the checkpoint records its global batch (and seed: another
+--seed is refused), and a run that would take another global batch stops and says what to pass:
+  --keep-global-batch    B = the checkpoint's global batch / processes: the same batches and lr schedule as
+                         the run would have had (not bit-identical weights: gradients are averaged in another
+                         order, BatchNorm statistics come from B samples, random loss points are reseeded)
+  --change-global-batch  the new global batch: the data stream continues where it stopped (no sample repeated
+                         or skipped), the lr schedule keeps its steps and its learning rate (not rescaled);
+                         --max-iters N changes its length, and the run prints the N that sees as many samples
+"""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = RESUME_HELP
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument(
         "--preset",
         required=True,
@@ -487,6 +526,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--supervision", default="2d", choices=SUPERVISION, help="2D rays, 3D voxels or both")
     parser.add_argument("--max-iters", type=int, default=None, help="stop after this many steps")
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help="samples per process and step (default: the preset's)"
+    )
+    resume = parser.add_mutually_exclusive_group()
+    resume.add_argument(
+        "--keep-global-batch",
+        action="store_true",
+        help="with --resume on another process count: batch per process = the checkpoint's global batch / "
+        "processes (the same batches and lr schedule)",
+    )
+    resume.add_argument(
+        "--change-global-batch",
+        action="store_true",
+        help="with --resume: continue with another global batch than the checkpoint's (see below)",
+    )
     parser.add_argument("--device", default=None, help="cpu, cuda (default: cuda when available)")
     parser.add_argument(
         "--compile",
@@ -519,8 +573,9 @@ def run(args: argparse.Namespace) -> int:
     preset = resolve_preset(args.preset)
     if args.no_cuda_graphs:
         preset = preset.replace(train={"cuda_graphs": False})
-    if args.max_iters is not None and args.max_iters <= 0:
-        raise ValueError(f"--max-iters must be positive, got {args.max_iters}")
+    for flag, value in (("--max-iters", args.max_iters), ("--batch-size", args.batch_size)):
+        if value is not None and value <= 0:
+            raise ValueError(f"{flag} must be positive, got {value}")
     opts = TrainOptions(
         dataroot=args.dataroot,
         out=args.out,
@@ -529,6 +584,9 @@ def run(args: argparse.Namespace) -> int:
         supervision=args.supervision,
         max_iters=args.max_iters,
         resume=args.resume,
+        batch_size=args.batch_size,
+        keep_global_batch=args.keep_global_batch,
+        change_global_batch=args.change_global_batch,
         device=args.device,
         compile=args.compile,
         seed=args.seed,

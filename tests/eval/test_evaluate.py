@@ -99,6 +99,19 @@ def test_shifted_and_empty_predictions_score_what_the_counts_say(tmp_path):
     assert 50 < up["miou"] <= 100
 
 
+def test_processes_score_every_frame_once(tmp_path):
+    index = fake_index(tmp_path, frames=3)
+    pred_dir = write_preds(tmp_path / "pred", index)
+    parts = [
+        evaluate_predictions(pred_dir, index, "val", False, progress=False, rank=r, world_size=4)
+        for r in range(4)
+    ]  # without a process group each process's own counts come back
+    assert [p["frames"] for p in parts] == [1, 1, 1, 0]
+    (pred_dir / "tok2.npz").unlink()  # every process checks every frame, so that they all refuse alike
+    with pytest.raises(FileNotFoundError, match="1 of 3 val frames"):
+        evaluate_predictions(pred_dir, index, "val", False, progress=False, rank=0, world_size=4)
+
+
 def test_missing_prediction_is_named(tmp_path):
     index = fake_index(tmp_path)
     pred_dir = write_preds(tmp_path / "pred", index)

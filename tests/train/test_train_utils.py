@@ -2,7 +2,9 @@
 
 import pytest
 import torch
+from train_fixtures import tiny_preset
 
+from renderocc.train_utils.data import eval_loader
 from renderocc.train_utils.ema import EMA
 from renderocc.train_utils.sampling import SeededDataset, StepSampler
 from renderocc.train_utils.schedule import lr_factor
@@ -27,7 +29,7 @@ def items(sampler, n):
 
 def test_step_sampler_resumes_mid_epoch_and_shards_ranks():
     full = items(StepSampler(10, batch_size=3, seed=1), 3 * 8)
-    resumed = items(StepSampler(10, batch_size=3, seed=1, start_step=5), 3 * 3)
+    resumed = items(StepSampler(10, batch_size=3, seed=1, start_sample=15), 3 * 3)
     assert resumed == full[15:24]
     epoch0 = sorted(i for i, _ in full[:10])
     assert epoch0 == list(range(10))  # every sample once per epoch
@@ -35,6 +37,34 @@ def test_step_sampler_resumes_mid_epoch_and_shards_ranks():
     r0 = items(StepSampler(10, 3, seed=1, rank=0, world_size=2), 6)
     r1 = items(StepSampler(10, 3, seed=1, rank=1, world_size=2), 6)
     assert r0[:3] + r1[:3] + r0[3:] + r1[3:] == full[:12]
+
+
+def test_step_sampler_continues_the_stream_on_another_split_of_the_global_batch():
+    """A run of 2 processes x 2 samples resumed after 3 steps on 1 process x 4 (the global batch kept) or
+    on 3 processes x 1 (changed): each step takes the stream's next global batch, augmented alike."""
+    stream = items(StepSampler(7, batch_size=1, seed=3), 30)  # one process, batch 1: the stream itself
+    two = [items(StepSampler(7, 2, seed=3, rank=r, world_size=2), 6) for r in range(2)]
+    steps = [two[0][2 * s : 2 * s + 2] + two[1][2 * s : 2 * s + 2] for s in range(3)]
+    assert sum(steps, []) == stream[:12]
+    one = items(StepSampler(7, 4, seed=3, start_sample=12), 8)
+    assert one == stream[12:20]
+    three = [items(StepSampler(7, 1, seed=3, start_sample=12, rank=r, world_size=3), 2) for r in range(3)]
+    assert [three[r][s] for s in range(2) for r in range(3)] == stream[12:18]
+
+
+def test_eval_loader_gives_each_process_whole_batches_of_one_process(prepared):
+    def batches(rank: int, world_size: int, batch_size: int = 2, max_samples: int | None = None):
+        loader = eval_loader(
+            prepared, tiny_preset().data, "val", batch_size, 0, rank, world_size, max_samples
+        )
+        return list(loader.batch_sampler)
+
+    frames = len(prepared.splits["val"])
+    one = batches(0, 1)
+    assert sum(one, []) == list(range(frames)) and len(one) > 1
+    assert [batches(0, 2), batches(1, 2)] == [one[0::2], one[1::2]]  # no frame padded in or left out
+    assert batches(2, 3, batch_size=1, max_samples=2) == []  # more processes than batches
+    assert sum((batches(r, 2, batch_size=1) for r in range(2)), []) == [[0], [2], [1]]
 
 
 class RandomDataset(torch.utils.data.Dataset):

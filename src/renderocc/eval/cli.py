@@ -1,4 +1,4 @@
-"""`renderocc eval`: Occ3D mIoU and RayIoU of a checkpoint (all GPUs under torchrun) or of predictions."""
+"""`renderocc eval`: Occ3D mIoU and RayIoU of a checkpoint or of predictions, on all torchrun processes."""
 
 from __future__ import annotations
 
@@ -49,8 +49,6 @@ def report(result: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from renderocc.eval.evaluate import evaluate_model, evaluate_predictions, write_json_atomic
     from renderocc.train_utils import distributed
     from renderocc.train_utils.data import eval_loader, open_index
@@ -63,16 +61,17 @@ def run(args: argparse.Namespace) -> int:
     index = open_index(args.dataroot, args.version, args.index)
     if args.split not in index.splits:
         raise KeyError(f"unknown --split {args.split!r}; valid: {', '.join(index.splits)}")
+    # under torchrun every process scores its share of the frames and rank 0 reports the sums
+    dist = distributed.setup(args.device or ("cpu" if args.pred else None))
     if args.pred:
-        device = torch.device(args.device or "cpu")
         result = evaluate_predictions(
-            args.pred, index, args.split, not args.no_rayiou, args.ray_window, args.max_samples, device
-        )
-        source, is_main = str(Path(args.pred).resolve()), True
+            args.pred, index, args.split, not args.no_rayiou, args.ray_window, args.max_samples, dist.device,
+            progress=dist.is_main, rank=dist.rank, world_size=dist.world_size,
+        )  # fmt: skip
+        source = str(Path(args.pred).resolve())
     else:
         from renderocc.checkpoint import load_model, resolve_checkpoint
 
-        dist = distributed.setup(args.device)
         checkpoint = resolve_checkpoint(args.checkpoint)
         model, preset = load_model(checkpoint, preset, args.weights, dist.device)
         preset = with_readout_arguments(preset, args)
@@ -84,10 +83,10 @@ def run(args: argparse.Namespace) -> int:
             model, loader, preset, index, dist.device, not args.no_rayiou, args.ray_window,
             amp=preset.train.amp, progress=dist.is_main,
         )  # fmt: skip
-        source, is_main = str(checkpoint), dist.is_main
+        source = str(checkpoint)
         result["occupancy_threshold"] = preset.readout_threshold()
-        distributed.cleanup()
-    if not is_main:
+    distributed.cleanup()
+    if not dist.is_main:
         return 0
     result = {**result, "split": args.split, "source": source, "dataroot": str(index.dataroot)}
     print(report(result))

@@ -166,10 +166,13 @@ def evaluate_predictions(
     max_samples: int | None = None,
     device: torch.device | str = "cpu",
     progress: bool = True,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> dict:
     """Occ3D metrics of saved predictions, one `<sample_token>.npz` per frame of the split.
 
-    A prediction on a coarser grid of the same box is resampled to the label grid (nearest).
+    A prediction on a coarser grid of the same box is resampled to the label grid (nearest). Process
+    `rank` of `world_size` scores every world_size-th frame; the result is summed over all of them.
     """
     pred_dir, device = Path(pred_dir), torch.device(device)
     if not pred_dir.is_dir():
@@ -185,6 +188,7 @@ def evaluate_predictions(
             f"{len(missing)} of {len(samples)} {split} frames have no prediction in {pred_dir}, e.g. "
             f"{missing[0]}.npz; write them with `renderocc infer --out {pred_dir}`"
         )
+    samples = samples[rank::world_size]  # after the check above, so that every process refuses alike
     scorer = None
     for sample in tqdm(samples, desc="eval", unit="frame", disable=not progress, leave=False):
         token = index.tokens[sample]
@@ -204,4 +208,6 @@ def evaluate_predictions(
         scorer.update(
             pred[None], semantics[None], torch.from_numpy(gt["mask_camera"]).to(device)[None], origins
         )
+    if scorer is None:
+        scorer = Scorer(VoxelGrid(), device, rayiou, ray_window)  # this process had no frames
     return scorer.result()

@@ -55,14 +55,15 @@ def train_loader(
     batch_size: int,
     num_workers: int,
     seed: int,
-    start_step: int,
+    start_sample: int,
     rank: int = 0,
     world_size: int = 1,
     pin_memory: bool = False,
 ) -> DataLoader:
-    """Endless loader of augmented training batches whose content depends only on (seed, step)."""
+    """Endless loader of augmented training batches, from position `start_sample` of the data stream
+    (the samples that earlier steps took; see `sampling`): a batch depends only on (seed, step)."""
     dataset = OccDataset(index, cfg, "train", train=True)
-    sampler = StepSampler(len(dataset), batch_size, seed, start_step, rank, world_size)
+    sampler = StepSampler(len(dataset), batch_size, seed, start_sample, rank, world_size)
     return DataLoader(
         SeededDataset(dataset),
         batch_size=batch_size,
@@ -87,10 +88,20 @@ def eval_loader(
     max_samples: int | None = None,
     with_gts: bool | None = None,
 ) -> DataLoader:
-    """Loader over this process's share (every world_size-th sample) of a split, without augmentation."""
+    """Loader over this process's share of a split's first `max_samples` frames, without augmentation.
+
+    The frames are cut into the batches one process would take, and process `rank` takes every
+    world_size-th of those batches: each frame is scored once (no padding, whatever the count) and in the
+    same batch as on one process, so the metrics summed over processes equal one process's exactly.
+    """
     dataset = OccDataset(index, cfg, split, train=False, with_gts=with_gts)
     count = len(dataset) if max_samples is None else min(max_samples, len(dataset))
     if count == 0:
         raise ValueError(f"split {split!r} of index {index.root} has no samples; check the dataset's splits")
-    subset = torch.utils.data.Subset(dataset, range(rank, count, world_size))
-    return DataLoader(subset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate)
+    batches = [list(range(i, min(i + batch_size, count))) for i in range(0, count, batch_size)]
+    return DataLoader(
+        torch.utils.data.Subset(dataset, range(count)),
+        batch_sampler=batches[rank::world_size],
+        num_workers=num_workers,
+        collate_fn=collate,
+    )

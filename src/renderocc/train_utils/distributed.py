@@ -70,6 +70,15 @@ def mean_across(values: torch.Tensor) -> torch.Tensor:
     return values / dist.get_world_size()
 
 
+def broadcast_buffers(module: torch.nn.Module, src: int = 0) -> None:
+    """Give every process `src`'s buffers: each process updates BatchNorm running statistics from its own
+    batch, so they (and their EMA) differ between processes until DDP's next forward broadcasts them."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    for buffer in module.buffers():
+        dist.broadcast(buffer, src)
+
+
 def gather_objects(obj) -> list:
     """Every process's `obj` (picklable), in rank order."""
     if not (dist.is_available() and dist.is_initialized()):

@@ -47,3 +47,8 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)  # noqa: NPY002 (the legacy global generator is the state we manage)
     torch.manual_seed(seed)
+
+
+def derived_seed(*keys: int) -> int:
+    """A seed fixed by `keys` (such as seed, step, rank), unrelated for neighbouring keys."""
+    return int(np.random.SeedSequence(list(keys)).generate_state(1)[0])
