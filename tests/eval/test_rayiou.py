@@ -192,10 +192,30 @@ def test_rayiou_counts_by_hand():
     meter = RayIoUMeter(GRID)
     meter.directions = torch.tensor([[1.0, 0.0, 0.0]])
     meter.update(pred, gt, torch.tensor([[0.0, 0.2, 1.2], [0.0, 1.0, 1.2]]))
+    result = meter.compute()
     assert meter.gt_count[15] == 2 and meter.pred_count[15] == 1 and meter.pred_count[4] == 1
     assert meter.tp[:, 15].tolist() == [0, 1, 1]  # |6.8 - 8.4| = 1.6 m: within 2 and 4 m, not 1 m
-    result = meter.compute()
     # IoU of manmade: 0 / (2 + 1 - 0), 1 / (2 + 1 - 1) twice; of car: 0 / (0 + 1 - 0)
     assert result["rayiou@1"] == pytest.approx(0.0)
     assert result["rayiou@2"] == pytest.approx(100 * (0.5 + 0) / 2)
     assert result["rayiou"] == pytest.approx(100 * (0 + 0.25 + 0.25) / 3)
+
+
+def test_frames_walked_together_count_as_walked_one_by_one():
+    gen = torch.Generator().manual_seed(0)
+    frames = []
+    for i in range(5):
+        gt = torch.roll(scene(), 3 * i, 0)
+        pred = gt.clone()
+        pred[torch.rand(gt.shape, generator=gen) < 0.05] = 4
+        frames.append((pred, gt, torch.tensor([[0.0, 0.0, 1.84], [2.0 * i, 1.0, 1.84]][: 1 + i % 2])))
+    counts = []
+    for per_walk in (1, 3):
+        meter = RayIoUMeter(GRID, azimuth_step_deg=6.0, frames_per_walk=per_walk)
+        for frame in frames:
+            meter.update(*frame)
+        assert len(meter.pending) == (0, 2)[per_walk > 1]  # the last two wait for compute
+        rayiou = meter.compute()["rayiou"]
+        counts.append((meter.gt_count.tolist(), meter.pred_count.tolist(), meter.tp.tolist(), rayiou))
+    assert counts[0] == counts[1]
+    assert sum(counts[0][0]) > 0 and 0 < counts[0][3] < 100

@@ -66,12 +66,18 @@ def select_origins(origins: np.ndarray, key: int, rule: str = "sparseocc") -> np
 
 
 def first_hits(
-    labels: torch.Tensor, grid: VoxelGrid, rays_o: torch.Tensor, rays_d: torch.Tensor
+    labels: torch.Tensor,
+    grid: VoxelGrid,
+    rays_o: torch.Tensor,
+    rays_d: torch.Tensor,
+    frame: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Class and exit depth of the first non-free voxel along each ray, by exact voxel traversal.
 
     labels [X, Y, Z] or [V, X, Y, Z] (0..17, 17 = free) on `grid`: V volumes (ground truth and prediction)
-    walked along the same rays at once; rays_o, rays_d [R, 3] (unit directions) in the grid's frame, metres.
+    walked along the same rays at once; or [F, V, X, Y, Z] for F frames, with frame long [R] naming the
+    frame of each ray (frames walked together share the steps' fixed costs, which dominate on a GPU).
+    rays_o, rays_d [R, 3] (unit directions) in the grid's frame, metres.
     Returns class long [R] (or [V, R]): the label of the first non-free voxel the ray passes through, FREE
     when there is none; and depth float64 [R] (or [V, R]): the distance from the origin to where the ray
     leaves that voxel. A miss has the depth at which the ray leaves the box (0 if it never enters): it never
@@ -83,10 +89,14 @@ def first_hits(
     it. Where a ray runs exactly through an edge or corner it steps z before y before x, passing through the
     voxel between for zero length, as SparseOcc's CUDA kernel does.
     """
-    if tuple(labels.shape[-3:]) != grid.shape or labels.dim() not in (3, 4):
-        raise ValueError(f"first_hits: labels of shape {tuple(labels.shape)}, expected [V,] {grid.shape}")
+    dims = (5,) if frame is not None else (3, 4)
+    if tuple(labels.shape[-3:]) != grid.shape or labels.dim() not in dims:
+        expected = f"[F, V, {grid.shape}] with frame" if frame is not None else f"[V,] {grid.shape}"
+        raise ValueError(f"first_hits: labels of shape {tuple(labels.shape)}, expected {expected}")
     device = labels.device
-    volumes = labels.reshape(-1, math.prod(grid.shape))  # [V, N]
+    size = math.prod(grid.shape)
+    # [V, F * N]: frame f's voxels from f * N on
+    volumes = labels.reshape(-1, size) if frame is None else labels.flatten(2).transpose(0, 1).flatten(1)
     num_rays = rays_o.shape[0]
     n = torch.tensor(grid.shape, device=device)
     # voxel units: the box is [0, n) and voxel faces lie on whole numbers
@@ -105,14 +115,15 @@ def first_hits(
     classes = torch.full((num_volumes * num_rays,), FREE, dtype=torch.long, device=device)
     depths = torch.where(enters, t_far * grid.voxel_size, 0.0).repeat(num_volumes)
     rows = torch.nonzero(enters).squeeze(1)
-    q, d, parallel, t_near = q[rows], d[rows], parallel[rows], t_near[rows]
+    q, d, parallel, t_near = (x.index_select(0, rows) for x in (q, d, parallel, t_near))
+    base = 0 if frame is None else frame.to(device).index_select(0, rows) * size
     voxel = torch.minimum(torch.floor(q + t_near[:, None] * d).long().clamp_min(0), n - 1)
     step = torch.where(d >= 0, 1, -1)
     # t (voxel units) at which the ray crosses the next face on each axis, and between faces
     t_max = torch.where(parallel, inf, (voxel + (step > 0) - q) / d)
     t_delta = torch.where(parallel, inf, 1 / d.abs())
     strides = torch.tensor([grid.shape[1] * grid.shape[2], grid.shape[2], 1], device=device)
-    flat = (voxel * strides).sum(-1)
+    flat = (voxel * strides).sum(-1) + base
     step_flat = step * strides  # the flat index moves by this when the ray steps along an axis
     found = torch.zeros(num_volumes, len(rows), dtype=torch.bool, device=device)
     # Gathers below are index_select / gather rather than advanced indexing, which is many times slower
@@ -149,7 +160,11 @@ def first_hits(
 
 
 class RayIoUMeter:
-    """Accumulates per-class ray counts over frames; `all_reduce` sums them across processes."""
+    """Accumulates per-class ray counts over frames; `all_reduce` sums them across processes.
+
+    Frames are walked `frames_per_walk` at a time (default 32 on a GPU, where a walk's cost is mostly its
+    steps' kernel launches, and 1 on a CPU); `all_reduce` and `compute` walk the ones still pending.
+    """
 
     def __init__(
         self,
@@ -157,8 +172,11 @@ class RayIoUMeter:
         thresholds: tuple[float, ...] = THRESHOLDS,
         device: torch.device | str = "cpu",
         azimuth_step_deg: float = 1.0,
+        frames_per_walk: int | None = None,
     ) -> None:
         self.grid = grid
+        self.frames_per_walk = frames_per_walk or (32 if torch.device(device).type == "cuda" else 1)
+        self.pending: list[tuple[torch.Tensor, torch.Tensor]] = []  # (labels [2, X, Y, Z], origins [T, 3])
         self.thresholds = torch.tensor(thresholds, dtype=torch.float64, device=device)
         self.directions = lidar_ray_directions(azimuth_step_deg).to(device)
         self.gt_count = torch.zeros(NUM_CLASSES, dtype=torch.int64, device=device)
@@ -168,10 +186,24 @@ class RayIoUMeter:
     def update(self, pred: torch.Tensor, gt: torch.Tensor, origins: torch.Tensor) -> None:
         """One frame: pred, gt [X, Y, Z] labels 0..17 on the grid; origins [T, 3] in the same frame."""
         device = self.gt_count.device
-        origins = torch.as_tensor(origins).to(device, torch.float32)
-        rays_d = self.directions.repeat(len(origins), 1)  # [T * R, 3]
-        rays_o = origins.repeat_interleave(len(self.directions), 0)
-        classes, depths = first_hits(torch.stack([gt.to(device), pred.to(device)]), self.grid, rays_o, rays_d)
+        labels = torch.stack([gt.to(device, torch.uint8), pred.to(device, torch.uint8)])
+        self.pending.append((labels, torch.as_tensor(origins).to(device, torch.float32)))
+        if len(self.pending) >= self.frames_per_walk:
+            self.walk_pending()
+
+    def walk_pending(self) -> None:
+        """Cast the pending frames' rays through their ground truth and prediction, and count the hits."""
+        if not self.pending:
+            return
+        device, rays = self.gt_count.device, len(self.directions)
+        labels = torch.stack([frame_labels for frame_labels, _ in self.pending])  # [F, 2, X, Y, Z]
+        origins = torch.cat([origins for _, origins in self.pending])  # [T, 3] over all frames
+        per_frame = torch.tensor([len(o) for _, o in self.pending], device=device)
+        self.pending = []
+        rays_o = origins.repeat_interleave(rays, 0)  # [T * R, 3]
+        rays_d = self.directions.repeat(len(origins), 1)
+        frame = torch.arange(len(per_frame), device=device).repeat_interleave(per_frame * rays)
+        classes, depths = first_hits(labels, self.grid, rays_o, rays_d, frame)
         valid = classes[0] != FREE  # only rays that hit something in the ground truth are scored
         (gt_class, pred_class), (gt_depth, pred_depth) = classes[:, valid], depths[:, valid]
         self.gt_count += torch.bincount(gt_class, minlength=NUM_CLASSES)
@@ -183,12 +215,14 @@ class RayIoUMeter:
         self.tp += counts.view(len(self.thresholds), NUM_CLASSES)
 
     def all_reduce(self) -> None:
+        self.walk_pending()
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             for counts in (self.gt_count, self.pred_count, self.tp):
                 torch.distributed.all_reduce(counts)
 
     def compute(self) -> dict:
         """{"rayiou": percent, "rayiou@1": ..., "per_class_rayiou": {name: percent, mean over thresholds}}."""
+        self.walk_pending()
         tp, gt, pred = self.tp.double().cpu(), self.gt_count.double().cpu(), self.pred_count.double().cpu()
         union = gt[None] + pred[None] - tp
         iou = torch.where(union > 0, tp / union.clamp_min(1), torch.full_like(tp, math.nan))[:, :FREE]
