@@ -25,6 +25,7 @@ NUM_CLASSES = len(OCC3D_CLASSES)
 THRESHOLDS = (1.0, 2.0, 4.0)
 ORIGIN_RANGE = 39.0  # metres: an origin is kept when |x| and |y| in the key frame's ego frame are below it
 MAX_ORIGINS = 8
+COMPACT_EVERY = 8  # steps between dropping finished rays in `first_hits` (fewer copies of the rays' state)
 # how RayIoU picks a frame's ray origins (`renderocc eval --ray-origins`; recorded in the metrics JSON)
 RAY_ORIGINS = {
     "sparseocc": "the LiDAR origins of the scene's keyframes within 39 m in x and y, at most 8 (SparseOcc)",
@@ -126,14 +127,15 @@ def first_hits(
     flat = (voxel * strides).sum(-1) + base
     step_flat = step * strides  # the flat index moves by this when the ray steps along an axis
     found = torch.zeros(num_volumes, len(rows), dtype=torch.bool, device=device)
+    alive = torch.ones(len(rows), dtype=torch.bool, device=device)
     # Gathers below are index_select / gather rather than advanced indexing, which is many times slower
-    # on a busy CPU. Each step moves one voxel on one axis, always the same way: a ray leaves within
-    # sum(n) steps.
-    for _ in range(sum(grid.shape) + 1):
+    # on a busy CPU. Finished rays are dropped every COMPACT_EVERY steps and masked until then. Each step
+    # moves one voxel on one axis, always the same way: a ray leaves within sum(n) steps.
+    for i in range(sum(grid.shape) + 1):
         if len(rows) == 0:
             break
-        label = volumes.index_select(1, flat)  # [V, A]
-        new = (label != FREE) & ~found
+        label = volumes.index_select(1, torch.where(alive, flat, 0))  # [V, A]
+        new = (label != FREE) & ~found & alive
         axis = 2 - t_max.flip(-1).argmin(-1, keepdim=True)  # the first face crossed; ties: z, then y, x
         t_exit = t_max.gather(-1, axis)[:, 0]  # where the ray leaves the current voxel
         if new.any():
@@ -147,12 +149,13 @@ def first_hits(
         t_max = t_max.scatter_add(-1, axis, t_delta.gather(-1, axis))
         flat = flat + step_flat.gather(-1, axis)[:, 0]
         moved = voxel.gather(-1, axis)[:, 0]
-        alive = (moved >= 0) & (moved < n.index_select(0, axis[:, 0])) & ~found.all(0)
-        keep = torch.nonzero(alive).squeeze(1)
-        rows, voxel, flat, t_max, t_delta, step, step_flat = (
-            x.index_select(0, keep) for x in (rows, voxel, flat, t_max, t_delta, step, step_flat)
-        )
-        found = found.index_select(1, keep)
+        alive &= (moved >= 0) & (moved < n.index_select(0, axis[:, 0])) & ~found.all(0)
+        if i % COMPACT_EVERY == COMPACT_EVERY - 1:
+            keep = torch.nonzero(alive).squeeze(1)
+            rows, voxel, flat, t_max, t_delta, step, step_flat, alive = (
+                x.index_select(0, keep) for x in (rows, voxel, flat, t_max, t_delta, step, step_flat, alive)
+            )
+            found = found.index_select(1, keep)
     classes, depths = classes.view(num_volumes, num_rays), depths.view(num_volumes, num_rays)
     if labels.dim() == 3:
         return classes[0], depths[0]
