@@ -136,7 +136,8 @@ def first_hits(
             break
         label = volumes.index_select(1, torch.where(alive, flat, 0))  # [V, A]
         new = (label != FREE) & ~found & alive
-        axis = 2 - t_max.flip(-1).argmin(-1, keepdim=True)  # the first face crossed; ties: z, then y, x
+        t_x, t_y, t_z = t_max.unbind(-1)  # the first face crossed; ties go to z, then y, then x
+        axis = torch.where((t_z <= t_y) & (t_z <= t_x), 2, torch.where(t_y <= t_x, 1, 0))[:, None]
         t_exit = t_max.gather(-1, axis)[:, 0]  # where the ray leaves the current voxel
         if new.any():
             hit = torch.nonzero(new.view(-1)).squeeze(1)  # volume * A + ray
