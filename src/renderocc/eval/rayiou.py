@@ -88,8 +88,28 @@ def first_hits(
     counts, however short the stretch. The origin's own voxel comes first (a point on a face belongs to the
     voxel above it, as in `VoxelGrid.points_to_index`); an origin outside the box starts where the ray enters
     it. Where a ray runs exactly through an edge or corner it steps z before y before x, passing through the
-    voxel between for zero length, as SparseOcc's CUDA kernel does.
+    voxel between for zero length, as SparseOcc's CUDA kernel does. On a CPU it runs on one thread: a step
+    is some twenty small kernels, and OpenMP's wait at the end of each costs more than a second thread
+    gains (on this project's busy 2-core machine, two threads took 14 times longer).
     """
+    if labels.device.type != "cpu":
+        return _walk(labels, grid, rays_o, rays_d, frame)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _walk(labels, grid, rays_o, rays_d, frame)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _walk(
+    labels: torch.Tensor,
+    grid: VoxelGrid,
+    rays_o: torch.Tensor,
+    rays_d: torch.Tensor,
+    frame: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`first_hits` on the labels' device, with the current thread settings."""
     dims = (5,) if frame is not None else (3, 4)
     if tuple(labels.shape[-3:]) != grid.shape or labels.dim() not in dims:
         expected = f"[F, V, {grid.shape}] with frame" if frame is not None else f"[V,] {grid.shape}"
