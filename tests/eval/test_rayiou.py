@@ -26,7 +26,9 @@ def scene() -> torch.Tensor:
 def test_first_hit_is_where_the_ray_leaves_the_first_occupied_voxel():
     origin = torch.tensor([[0.1, 0.1, 0.5]], dtype=torch.float64)
     rays_d = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
+    threads = torch.get_num_threads()
     cls, depth = first_hits(scene(), GRID, origin.expand(4, 3), rays_d)
+    assert torch.get_num_threads() == threads  # the walk's one CPU thread is given back
     assert cls.tolist() == [4, 11, FREE, 15]
     expected = [8.4 - 0.1, 0.5 - (-1.0), 5.4 - 0.5, 14.4 - 0.1]  # car back face, road bottom, box top, wall
     torch.testing.assert_close(depth, torch.tensor(expected, dtype=torch.float64), rtol=0, atol=1e-9)
