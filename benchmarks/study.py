@@ -6,11 +6,13 @@
 One command generates a synthetic training set (40 scenes x 25 keyframes) and held-out scenes (6 others,
 same generator), prepares 2D labels, then trains each setting from the same initialisation for the same
 budget (--iters steps, capped by --budget-s of wall time per setting) and evaluates the EMA weights on the
-held-out scenes: Occ3D mIoU with the camera mask, per-class IoU and RayIoU. It writes study.json, study.md
-(the tables) and curves.png (training loss and validation mIoU of every setting). An existing --out is
-reused: data that is already there is not generated again, and a setting whose results exist is not trained
-again (once every setting has its OUT/<setting>/result.json, the command only writes the tables and the
-plot), so the settings can be run in separate calls and reported together.
+held-out scenes: Occ3D mIoU with the camera mask, per-class IoU and RayIoU (SparseOcc's definition, as
+`renderocc eval` computes it). It writes study.json, study.md (the tables) and curves.png (training loss and
+validation mIoU of every setting). An existing --out is reused: data that is already there is not generated
+again, and a setting whose results exist is not trained again (once every setting has its
+OUT/<setting>/result.json, the command only writes the tables and the plot), so the settings can be run in
+separate calls and reported together. A result scored with an earlier RayIoU (before SparseOcc's origins and
+exact traversal) is scored again from the setting's last checkpoint, without training.
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ VERSION = "v1.0-synthetic"
 # the reference's ray sampling: class balance exp(0.005 (n_max / n_c - 1)) alone (before 2026-11-24, evening)
 REFERENCE_SAMPLING = {"ray_balance_cell": None, "class_balance_power": 0.0}
 RENDER_ONLY = {"line_of_sight": 0.0, "surface": 0.0, "render_outside_points": True}
+
+# results whose "ray_origins" differ were scored with an earlier RayIoU and are scored again
+RAYIOU_ORIGINS = "sparseocc"
 
 # setting -> (supervision, changes to the preset by section)
 SETTINGS: dict[str, tuple[str, dict]] = {
@@ -109,31 +114,52 @@ def make_data(out: Path, args: argparse.Namespace) -> Path:
     return dataroot
 
 
+def cached_result(out: Path, name: str) -> dict | None:
+    """A setting's result.json, if it exists and was scored with today's RayIoU."""
+    path = out / name / "result.json"
+    result = json.loads(path.read_text()) if path.is_file() else None
+    return result if result and result.get("ray_origins") == RAYIOU_ORIGINS else None
+
+
 def run_setting(name: str, base: Preset, dataroot: Path | None, out: Path, args: argparse.Namespace) -> dict:
-    """Train one setting and evaluate it on the held-out scenes; cached in out/<name>/result.json."""
-    from renderocc.checkpoint import load_model
+    """Train one setting and evaluate it on the held-out scenes; cached in out/<name>/result.json.
+
+    A result.json scored with an earlier RayIoU is scored again from the run's last checkpoint.
+    """
+    from renderocc.checkpoint import load_model, resolve_checkpoint
     from renderocc.eval.evaluate import evaluate_model, write_json_atomic
     from renderocc.train import TrainOptions, train
     from renderocc.train_utils.data import eval_loader, open_index
 
     result_file = out / name / "result.json"
-    if result_file.is_file():
-        return json.loads(result_file.read_text())
+    if (cached := cached_result(out, name)) is not None:
+        return cached
     setting, seed = split_seed(name)
     preset, supervision = setting_preset(base, setting)
-    opts = TrainOptions(
-        dataroot, out / name / "run", VERSION, supervision=supervision, max_iters=args.iters,
-        device=args.device, seed=args.seed if seed is None else seed, num_workers=args.workers,
-        val_every=args.val_every, val_samples=args.val_samples, time_budget_s=args.budget_s,
-    )  # fmt: skip
-    checkpoint = train(preset, opts)
+    stale = json.loads(result_file.read_text()) if result_file.is_file() else None
+    if stale is not None:  # scored with an earlier RayIoU: score the trained weights again
+        try:
+            checkpoint = resolve_checkpoint(out / name / "run")
+        except FileNotFoundError:
+            raise FileNotFoundError(
+                f"{result_file} was scored with an earlier RayIoU and {out / name / 'run'} has no checkpoint "
+                "to score again; delete the result.json to train the setting again"
+            ) from None
+        print(f"{name}: scoring {checkpoint} again with SparseOcc's RayIoU")
+    else:
+        opts = TrainOptions(
+            dataroot, out / name / "run", VERSION, supervision=supervision, max_iters=args.iters,
+            device=args.device, seed=args.seed if seed is None else seed, num_workers=args.workers,
+            val_every=args.val_every, val_samples=args.val_samples, time_budget_s=args.budget_s,
+        )  # fmt: skip
+        checkpoint = train(preset, opts)
     device = torch.device(args.device)
     model, preset = load_model(checkpoint, which="ema", device=device)
     index = open_index(dataroot, VERSION)
     loader = eval_loader(index, preset.data, "val", 1, args.workers)
     metrics = evaluate_model(model, loader, preset, index, device, rayiou=True, amp=preset.train.amp)
     metrics.update(setting=name, supervision=supervision, steps=int(checkpoint.name.removeprefix("step-")))
-    if args.calibrate:
+    if args.calibrate or (stale and "calibrated" in stale):
         metrics["calibrated"] = calibrated_metrics(model, preset, index, loader, device, args)
     write_json_atomic(result_file, metrics)
     return metrics
@@ -281,7 +307,7 @@ def main() -> None:
 
     base = get_preset(args.preset)
     args.out.mkdir(parents=True, exist_ok=True)
-    pending = [name for name in args.settings if not (args.out / name / "result.json").is_file()]
+    pending = [name for name in args.settings if cached_result(args.out, name) is None]
     dataroot = make_data(args.out, args) if pending or args.data_only else None
     if args.data_only:
         print(f"data ready under {dataroot}")

@@ -8,8 +8,9 @@ import pytest
 
 from renderocc.cli import main
 from renderocc.core.classes import FREE
+from renderocc.core.transforms import make_pose
 from renderocc.data.index import Index
-from renderocc.eval.evaluate import evaluate_predictions, write_json_atomic
+from renderocc.eval.evaluate import evaluate_predictions, lidar_origins, write_json_atomic
 
 SHAPE = (200, 200, 16)
 
@@ -51,6 +52,45 @@ def fake_index(root: Path, frames: int = 2) -> Index:
     )  # fmt: skip
 
 
+def driving_index(root: Path, frames: int = 20, scenes: int = 2) -> Index:
+    """`scenes` scenes of `frames` keyframes, driving 5 m per keyframe along a heading of 0.3 rad and climbing
+    0.1 m, the LiDAR turned 90 degrees about z as on the nuScenes car; no Occ3D files."""
+    yaw = 0.3
+    heading = np.array([[np.cos(yaw), -np.sin(yaw), 0], [np.sin(yaw), np.cos(yaw), 0], [0, 0, 1]])
+    n = frames * scenes
+    ego2global = np.stack(
+        [make_pose(heading, [100 + 5 * (j % frames) * np.cos(yaw), 50 + 5 * (j % frames) * np.sin(yaw),
+                             10 + 0.1 * (j % frames)]) for j in range(n)]
+    )  # fmt: skip
+    lidar2ego = make_pose([[0, -1, 0], [1, 0, 0], [0, 0, 1]], [0.94, 0.0, 1.84])
+    first = np.repeat(np.arange(scenes) * frames, frames)
+    tokens, empty = [f"tok{i}" for i in range(n)], [""] * n
+    arrays = {
+        "scene_first": first, "scene_last": first + frames - 1, "ego2global": ego2global,
+        "lidar2ego": np.tile(lidar2ego, (n, 1, 1)),
+    }  # fmt: skip
+    return Index(
+        root=root / "index", dataroot=root, version="v1.0-synthetic", cameras=(), tokens=tokens,
+        scenes=[f"scene-{i // frames}" for i in range(n)], prev_tokens=empty, next_tokens=empty,
+        images=[[]] * n, lidar=empty, lidarseg=empty, gts=None, arrays=arrays,
+        splits={"val": np.arange(n)},
+    )  # fmt: skip
+
+
+def test_ray_origins_are_the_scene_keyframes_within_39_m_thinned_to_8(tmp_path):
+    index = driving_index(tmp_path)
+    # frame j's LiDAR in the ego frame of keyframe k: 5 (j - k) + 0.94 m ahead, 1.84 + 0.1 (j - k) m up;
+    # for k = 10, frames 3..17 lie within 39 m, and round(linspace(0, 14, 8)) keeps every other one
+    for key in (10, 30):  # keyframe 10 of each scene: the other scene's frames are not candidates
+        expected = np.array([[5.0 * (j - 10) + 0.94, 0.0, 1.84 + 0.1 * (j - 10)] for j in range(3, 18, 2)])
+        origins = lidar_origins(index, key)
+        np.testing.assert_allclose(origins.numpy(), expected, atol=1e-5)
+    # keyframe 2: frames 0..9 lie within 39 m; round(linspace(0, 9, 8)) = 0 1 3 4 5 6 8 9
+    expected = [5.0 * (j - 2) + 0.94 for j in (0, 1, 3, 4, 5, 6, 8, 9)]
+    np.testing.assert_allclose(lidar_origins(index, 22)[:, 0].numpy(), expected, atol=1e-5)
+    np.testing.assert_allclose(lidar_origins(index, 22, "key-frame").numpy(), [[0.94, 0.0, 1.84]], atol=1e-6)
+
+
 def write_preds(pred_dir: Path, index: Index, change=lambda s: s) -> Path:
     pred_dir.mkdir()
     for sample, token in enumerate(index.tokens):
@@ -64,6 +104,11 @@ def test_ground_truth_as_prediction_scores_100(tmp_path):
     result = evaluate_predictions(write_preds(tmp_path / "pred", index), index, "val", progress=False)
     assert result["miou"] == pytest.approx(100.0)
     assert result["rayiou"] == pytest.approx(100.0)
+    assert result["ray_origins"] == "sparseocc"
+    key_frame = evaluate_predictions(
+        tmp_path / "pred", index, "val", ray_origins="key-frame", max_samples=1, progress=False
+    )
+    assert key_frame["rayiou"] == pytest.approx(100.0) and key_frame["ray_origins"] == "key-frame"
     assert result["frames"] == 2
     assert result["per_class_iou"]["car"] == pytest.approx(100.0)
 
@@ -144,3 +189,5 @@ def test_cli_bad_input_names_the_fix(tmp_path, capsys):
     assert "valid presets: demo" in capsys.readouterr().err
     assert main(["eval", "--pred", str(tmp_path), "--dataroot", str(tmp_path), "--threshold", "9"]) == 2
     assert "--pred files are labels already" in capsys.readouterr().err
+    assert main(["eval", "--pred", str(tmp_path), "--dataroot", str(tmp_path), "--ray-window", "2"]) == 2
+    assert "--ray-window is retired" in capsys.readouterr().err

@@ -9,9 +9,10 @@ import torch
 
 
 @functools.lru_cache(maxsize=64)
-def _corner(values: tuple[float, float, float], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """A box corner as a tensor on a device, made once per (corner, device, dtype): building it from a Python
-    tuple on every call is a host-to-device copy from pageable memory, which waits for the GPU to drain."""
+def _corner(values: tuple[float, ...], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """A box corner (or the last voxel index) as a tensor on a device, made once per (values, device, dtype):
+    building it from a Python tuple on every call is a host-to-device copy from pageable memory, which waits
+    for the GPU to drain."""
     return torch.tensor(values, device=device, dtype=dtype)
 
 
@@ -51,9 +52,19 @@ class VoxelGrid:
         return _corner(self.upper, torch.device(device or "cpu"), dtype)
 
     def points_to_index(self, points: torch.Tensor) -> torch.Tensor:
-        """Integer voxel index of metric points. points [..., 3] -> long [..., 3] (may be out of range)."""
+        """Integer voxel index of metric points. points [..., 3] -> long [..., 3].
+
+        An axis's index is in range exactly where the point lies in [lower, upper) on that axis, so a point
+        that `contains` accepts always has a valid index, and one it rejects never does.
+        """
         lo = self.lower_tensor(points.device, points.dtype)
-        return torch.floor((points - lo) / self.voxel_size).long()
+        hi = self.upper_tensor(points.device, points.dtype)
+        index = torch.floor((points - lo) / self.voxel_size).long()
+        # The division rounds: just below the upper face (x = 39.999996 in float32) it gives the voxel
+        # count (200), and a point just outside can round into the box. Clamp to the side of the face.
+        last = _corner(tuple(n - 1 for n in self.shape), points.device, torch.long)
+        index = torch.where(points < hi, torch.minimum(index, last), torch.maximum(index, last + 1))
+        return torch.where(points >= lo, index.clamp_min(0), index.clamp_max(-1))
 
     def flat_index(self, index: torch.Tensor) -> torch.Tensor:
         """Position of voxel indices [..., 3] (in range) in the row-major [X * Y * Z] flattening -> [...]."""

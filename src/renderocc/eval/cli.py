@@ -9,9 +9,17 @@ from pathlib import Path
 from renderocc.config import PRESETS, get_preset
 from renderocc.eval.calibrate import add_readout_arguments, with_readout_arguments
 from renderocc.eval.miou import format_table
+from renderocc.eval.rayiou import RAY_ORIGINS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = (
+        "mIoU: Occ3D-nuScenes voxel IoU over the camera mask, classes 0..16. RayIoU: SparseOcc's metric. "
+        "39 x 360 LiDAR-like rays from each origin (--ray-origins) walk every voxel they cross to the first "
+        "occupied one; a ray whose ground-truth hit is occupied is a true positive when the prediction's "
+        "first hit has the same class and a depth (where the ray leaves that voxel) within 1, 2 or 4 m. "
+        "RayIoU is the mean of the per-class IoU over classes and thresholds."
+    )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", help="run directory or RUN/checkpoints/step-N")
     source.add_argument("--pred", help="folder of <sample_token>.npz predictions (`semantics` uint8)")
@@ -31,11 +39,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-samples", type=int, default=None, help="score only the first N frames")
     parser.add_argument("--no-rayiou", action="store_true", help="voxel mIoU only")
     parser.add_argument(
-        "--ray-window",
-        type=int,
-        default=0,
-        help="RayIoU also casts from N neighbouring keyframes' LiDAR origins",
-    )
+        "--ray-origins",
+        default="sparseocc",
+        choices=tuple(RAY_ORIGINS),
+        help="where RayIoU's rays start: " + "; ".join(f"{k}: {v}" for k, v in RAY_ORIGINS.items())
+        + " (default: sparseocc, the published metric)",
+    )  # fmt: skip
+    parser.add_argument("--ray-window", type=int, default=None, help=argparse.SUPPRESS)  # retired
 
 
 def report(result: dict) -> str:
@@ -44,7 +54,8 @@ def report(result: dict) -> str:
     lines.append(f"mIoU {result['miou']:.2f} over {result['frames']} frames (camera mask)")
     if "rayiou" in result:
         per = ", ".join(f"{k[7:]} m {v:.2f}" for k, v in result.items() if k.startswith("rayiou@"))
-        lines.append(f"RayIoU {result['rayiou']:.2f} ({per})")
+        origins = f"; rays from {result['ray_origins']} origins" if "ray_origins" in result else ""
+        lines.append(f"RayIoU {result['rayiou']:.2f} ({per}{origins})")
     return "\n".join(lines)
 
 
@@ -53,6 +64,11 @@ def run(args: argparse.Namespace) -> int:
     from renderocc.train_utils import distributed
     from renderocc.train_utils.data import eval_loader, open_index
 
+    if args.ray_window is not None:
+        raise ValueError(
+            "--ray-window is retired: RayIoU casts from the scene's keyframes as SparseOcc does "
+            "(--ray-origins sparseocc, the default) or from the key frame alone (--ray-origins key-frame)"
+        )
     if args.max_samples is not None and args.max_samples <= 0:
         raise ValueError(f"--max-samples must be positive, got {args.max_samples}")
     if args.pred and (args.threshold is not None or args.readout is not None):
@@ -65,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     dist = distributed.setup(args.device or ("cpu" if args.pred else None))
     if args.pred:
         result = evaluate_predictions(
-            args.pred, index, args.split, not args.no_rayiou, args.ray_window, args.max_samples, dist.device,
+            args.pred, index, args.split, not args.no_rayiou, args.ray_origins, args.max_samples, dist.device,
             progress=dist.is_main, rank=dist.rank, world_size=dist.world_size,
         )  # fmt: skip
         source = str(Path(args.pred).resolve())
@@ -80,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
             args.max_samples,
         )  # fmt: skip
         result = evaluate_model(
-            model, loader, preset, index, dist.device, not args.no_rayiou, args.ray_window,
+            model, loader, preset, index, dist.device, not args.no_rayiou, args.ray_origins,
             amp=preset.train.amp, progress=dist.is_main,
         )  # fmt: skip
         source = str(checkpoint)

@@ -18,7 +18,7 @@ from renderocc.core.transforms import invert_pose
 from renderocc.data.batch import batch_to
 from renderocc.data.index import Index
 from renderocc.eval.miou import MIoUMeter, resample_labels
-from renderocc.eval.rayiou import RayIoUMeter
+from renderocc.eval.rayiou import RayIoUMeter, select_origins
 
 
 def label_grid(model_grid: VoxelGrid, label_shape: tuple[int, ...]) -> VoxelGrid:
@@ -32,19 +32,16 @@ def label_grid(model_grid: VoxelGrid, label_shape: tuple[int, ...]) -> VoxelGrid
     return VoxelGrid(model_grid.lower, model_grid.upper, voxel_size=round(min(sizes), 6))
 
 
-def lidar_origins(index: Index, sample: int, window: int, grid: VoxelGrid) -> torch.Tensor:
-    """LiDAR origins of the keyframes within `window` of `sample` (same scene), in its ego frame -> [T, 3].
+def lidar_origins(index: Index, sample: int, rule: str = "sparseocc") -> torch.Tensor:
+    """RayIoU's ray origins for `sample` by `rule` (see `rayiou.RAY_ORIGINS`), in its ego frame -> [T, 3].
 
-    Origins outside the grid box are dropped; the key frame's own origin is always first.
+    Candidates: the LiDAR origin of every keyframe of the sample's scene, in scene order.
     """
     a = index.arrays
-    frames = [sample] + [
-        j for o in range(-window, window + 1) if o and (j := index.neighbour(sample, o)) is not None
-    ]
-    global2ego = invert_pose(a["ego2global"][sample])
-    origins = np.stack([(global2ego @ a["ego2global"][j] @ a["lidar2ego"][j])[:3, 3] for j in frames])
-    origins = torch.from_numpy(origins).float()
-    return origins[grid.contains(origins)]
+    first, last = int(a["scene_first"][sample]), int(a["scene_last"][sample])
+    scene = slice(first, last + 1)
+    lidar2key = invert_pose(a["ego2global"][sample]) @ a["ego2global"][scene] @ a["lidar2ego"][scene]
+    return torch.from_numpy(select_origins(lidar2key[:, :3, 3], sample - first, rule)).float()
 
 
 def write_json_atomic(path: str | Path, data: dict) -> Path:
@@ -66,8 +63,10 @@ def write_json_atomic(path: str | Path, data: dict) -> Path:
 class Scorer:
     """mIoU (and optionally RayIoU) over frames given as label volumes on the label grid."""
 
-    def __init__(self, grid: VoxelGrid, device: torch.device, rayiou: bool, ray_window: int = 0) -> None:
-        self.grid, self.device, self.ray_window = grid, device, ray_window
+    def __init__(
+        self, grid: VoxelGrid, device: torch.device, rayiou: bool, ray_origins: str = "sparseocc"
+    ) -> None:
+        self.grid, self.device, self.ray_origins = grid, device, ray_origins
         self.miou = MIoUMeter(device)
         self.rayiou = RayIoUMeter(grid, device=device) if rayiou else None
         self.frames = 0
@@ -86,7 +85,7 @@ class Scorer:
         out = self.miou.compute()
         if self.rayiou is not None:
             self.rayiou.all_reduce()
-            out |= self.rayiou.compute()
+            out |= self.rayiou.compute() | {"ray_origins": self.ray_origins}
         frames = torch.tensor([self.frames], device=self.device)
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.all_reduce(frames)
@@ -102,15 +101,14 @@ def evaluate_model(
     index: Index,
     device: torch.device,
     rayiou: bool = True,
-    ray_window: int = 0,
+    ray_origins: str = "sparseocc",
     amp: bool = False,
     progress: bool = True,
 ) -> dict:
     """Occ3D metrics of `model` over a loader of an evaluation split (batches with Occ3D labels).
 
     Predictions on the model grid are read out (density threshold + argmax), resampled to the label grid
-    (nearest) and scored over mask_camera; RayIoU casts from the frame's LiDAR origins (`ray_window`
-    neighbouring keyframes each side too).
+    (nearest) and scored over mask_camera; RayIoU casts from the origins `ray_origins` picks.
     """
     from renderocc.infer import Predictor
 
@@ -124,13 +122,13 @@ def evaluate_model(
         gt = batch["voxel_semantics"]
         if scorer is None:
             grid = label_grid(preset.grid, tuple(gt.shape[1:]))
-            scorer = Scorer(grid, device, rayiou, ray_window)
+            scorer = Scorer(grid, device, rayiou, ray_origins)
             predict = Predictor(model, preset.replace(train={"amp": amp}), grid, device)
         pred = predict(batch)
-        origins = [lidar_origins(index, index.position(t), ray_window, grid) for t in batch["sample_token"]]
+        origins = [lidar_origins(index, index.position(t), ray_origins) for t in batch["sample_token"]]
         scorer.update(pred, gt, batch["mask_camera"], origins)
     if scorer is None:
-        scorer = Scorer(preset.grid, device, rayiou, ray_window)  # this process had no frames
+        scorer = Scorer(preset.grid, device, rayiou, ray_origins)  # this process had no frames
     return scorer.result()
 
 
@@ -162,7 +160,7 @@ def evaluate_predictions(
     index: Index,
     split: str,
     rayiou: bool = True,
-    ray_window: int = 0,
+    ray_origins: str = "sparseocc",
     max_samples: int | None = None,
     device: torch.device | str = "cpu",
     progress: bool = True,
@@ -202,12 +200,12 @@ def evaluate_predictions(
                 )
             pred = resample_labels(pred, label_grid(grid, tuple(pred.shape)), grid)
         if scorer is None:
-            scorer = Scorer(grid, device, rayiou, ray_window)
-        origins = [lidar_origins(index, sample, ray_window, grid)]
+            scorer = Scorer(grid, device, rayiou, ray_origins)
+        origins = [lidar_origins(index, sample, ray_origins)]
         semantics = torch.from_numpy(gt["semantics"]).to(device)
         scorer.update(
             pred[None], semantics[None], torch.from_numpy(gt["mask_camera"]).to(device)[None], origins
         )
     if scorer is None:
-        scorer = Scorer(VoxelGrid(), device, rayiou, ray_window)  # this process had no frames
+        scorer = Scorer(VoxelGrid(), device, rayiou, ray_origins)  # this process had no frames
     return scorer.result()
