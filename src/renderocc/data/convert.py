@@ -140,15 +140,20 @@ def _write(
                 depth, cls = label_image_paths(dataroot, label_images, index.images[s][n])
                 for path, key in ((depth, "depth"), (cls, "classes")):
                     if not path.is_file():
+                        flag = " --pseudo-labels" if label_images == "pseudo" else ""
                         raise FileNotFoundError(
-                            f"label image {path} not found; generate the data with `renderocc synth"
-                            f"{' --pseudo-labels' if label_images == 'pseudo' else ''}` to have {label_images} label images"
+                            f"label image {path} not found; generate the data with `renderocc synth{flag}` "
+                            f"to have {label_images} label images"
                         )
                     entry[key] = f"{cam}_{key}.png"
                     _place(path, frame_dir / entry[key])
             cameras[cam] = entry
-        frame = {"token": token, "timestamp": int(a["timestamps"][s]), "ego2world": a["ego2global"][s].tolist(),
-                 "cameras": cameras}  # fmt: skip
+        frame = {
+            "token": token,
+            "timestamp": int(a["timestamps"][s]),
+            "ego2world": a["ego2global"][s].tolist(),
+            "cameras": cameras,
+        }
         if points:
             raw = np.fromfile(dataroot / index.lidar[s], dtype=np.float32).reshape(-1, 5)
             ids = np.fromfile(dataroot / index.lidarseg[s], dtype=np.uint8)

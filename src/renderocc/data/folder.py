@@ -40,7 +40,6 @@ from renderocc.data.labels import (
     FrameLabels,
     nearest_per_pixel,
     project_to_cameras,
-    save_labels,
 )
 from renderocc.data.undistort import check_distortion, remap_image, remap_labels, undistort_map
 
@@ -139,7 +138,7 @@ def _pose(value: object, where: str) -> np.ndarray:
         or np.linalg.det(R) < 0
     ):
         raise ValueError(
-            f"{where} is not a rigid pose (rotation must be orthonormal with determinant +1, last row 0 0 0 1); "
+            f"{where} is not a rigid pose (orthonormal rotation with determinant +1, last row 0 0 0 1); "
             "give the 4x4 sensor-to-target transform in metres, without scale or shear"
         )
     return pose
@@ -155,7 +154,7 @@ def _intrinsics(value: object, hw: tuple[int, int], where: str, image: Path) -> 
     if not (0 < K[0, 2] < w and 0 < K[1, 2] < h):
         raise ValueError(
             f"{where}: principal point ({K[0, 2]:g}, {K[1, 2]:g}) lies outside the {w}x{h} image {image}; "
-            "the intrinsics belong to another image size: scale fx, cx by the width ratio and fy, cy by the height ratio"
+            "the intrinsics belong to another image size: scale fx, cx and fy, cy by the size ratios"
         )
     return K
 
@@ -226,8 +225,10 @@ def read_dataset(
     names = [c.name for c in frames[0].cameras]
     for f in frames:
         if [c.name for c in f.cameras] != names:
-            raise ValueError(f"{f.folder / FRAME_FILE}: cameras {[c.name for c in f.cameras]} differ from {names} of "
-                             f"{frames[0].folder}; every frame needs the same cameras")  # fmt: skip
+            raise ValueError(
+                f"{f.folder / FRAME_FILE}: cameras {[c.name for c in f.cameras]} differ from {names} of "
+                f"{frames[0].folder}; every frame needs the same cameras"
+            )
     has_occ = [f.occupancy is not None for f in frames]
     if with_gts and any(has_occ) and not all(has_occ):
         lacking = frames[has_occ.index(False)]
@@ -261,7 +262,8 @@ def _read_scene(root: Path, scene: str, with_gts: bool) -> list[FrameSpec]:
     for a, b in zip(frames, frames[1:]):
         if a.timestamp == b.timestamp:
             raise ValueError(
-                f"frames {a.folder} and {b.folder} have the same timestamp {a.timestamp}; timestamps order a scene"
+                f"frames {a.folder} and {b.folder} have the same timestamp {a.timestamp}; "
+                "timestamps order a scene, give each frame its own"
             )
     return frames
 
@@ -318,7 +320,8 @@ def _read_camera(folder: Path, name: str, entry: dict, ego2world: np.ndarray, fr
     declared = (entry.get("height"), entry.get("width"))
     if any(d is not None for d in declared) and declared != hw:
         raise ValueError(
-            f"image {image} is {hw[1]}x{hw[0]} but camera {name} declares width {declared[1]}, height {declared[0]}; "
+            f"image {image} is {hw[1]}x{hw[0]} but camera {name} declares width {declared[1]}, "
+            f"height {declared[0]}; "
             "fix the declared size (and the intrinsics if they belong to another size) or replace the image"
         )
     K = _intrinsics(entry.get("intrinsics"), hw, f"{where}.intrinsics", image)
@@ -340,7 +343,8 @@ def _read_camera(folder: Path, name: str, entry: dict, ego2world: np.ndarray, fr
             if _image_hw(path, "label image") != hw:
                 got = _image_hw(path, "label image")
                 raise ValueError(
-                    f"label image {path} is {got[1]}x{got[0]} but its camera image {image} is {hw[1]}x{hw[0]}; "
+                    f"label image {path} is {got[1]}x{got[0]} but its camera image {image} is "
+                    f"{hw[1]}x{hw[0]}; "
                     "label images must have the camera image's size"
                 )
     return spec
@@ -363,7 +367,8 @@ def _read_points(spec: PointsSpec, classmap: ClassMap) -> tuple[np.ndarray, np.n
         ) from None
     if points.ndim != 2 or points.shape[1] < 3 or classes.shape != (len(points),):
         raise ValueError(
-            f"point file {spec.file}: 'points' {points.shape} and 'classes' {classes.shape} must be [P, 3+] and [P]"
+            f"point file {spec.file}: 'points' {points.shape} and 'classes' {classes.shape} "
+            "must be [P, 3+] and [P]"
         )
     cls = classmap.to_model(classes, f"point file {spec.file}")
     keep = (cls != UNKNOWN) & np.isfinite(points[:, :3]).all(1)
@@ -375,7 +380,10 @@ def _read_label_images(cam: CameraSpec, classmap: ClassMap) -> tuple[np.ndarray,
     with Image.open(cam.depth) as img:
         depth = np.asarray(img)
     if depth.dtype not in (np.uint16, np.int32) or depth.ndim != 2:
-        raise ValueError(f"depth label image {cam.depth} must be a 16-bit single-channel PNG (millimetres), got {depth.dtype} {depth.shape}")  # fmt: skip
+        raise ValueError(
+            f"depth label image {cam.depth} must be a 16-bit single-channel PNG (millimetres), "
+            f"got {depth.dtype} {depth.shape}"
+        )
     with Image.open(cam.classes) as img:
         if img.mode not in ("L", "P"):
             raise ValueError(
@@ -550,7 +558,8 @@ def _prepare_frame(frame: FrameSpec) -> tuple[np.ndarray, tuple[int, int, int] |
         except (OSError, UnidentifiedImageError) as err:
             raise ValueError(f"image {cam.image} cannot be read ({err}); replace the file") from None
         out = remap_image(rgb, *undist)
-        atomic_write(job.tmp / "images" / frame.token / f"{cam.name}.jpg", lambda f, out=out: Image.fromarray(out).save(f, "JPEG", quality=95))  # fmt: skip
+        path = job.tmp / "images" / frame.token / f"{cam.name}.jpg"
+        atomic_write(path, lambda f, out=out: Image.fromarray(out).save(f, "JPEG", quality=95))
     labels = frame_labels(frame, job.classmap, job.image_labels, maps)
     shape = None
     if frame.occupancy is not None:
@@ -576,8 +585,15 @@ def _ray_origin(frame: FrameSpec) -> np.ndarray:
     return pose
 
 
-def build_folder_index(dataroot: Path, root: Path, final: Path, splits: dict[str, list[str]], frames: list[FrameSpec],
-                       classmap: ClassMap, with_gts: bool) -> Index:  # fmt: skip
+def build_folder_index(
+    dataroot: Path,
+    root: Path,
+    final: Path,
+    splits: dict[str, list[str]],
+    frames: list[FrameSpec],
+    classmap: ClassMap,
+    with_gts: bool,
+) -> Index:
     """The Index of parsed frames; image paths point at undistorted copies under `final` where needed."""
     scene_of = [f.scene for f in frames]
     first, last = {}, {}
@@ -668,7 +684,8 @@ def prepare_folder(
     grid_shapes = {s for s in shapes if s is not None}
     if len(grid_shapes) > 1:
         raise ValueError(
-            f"occupancy labels of {dataroot} come in several shapes {sorted(grid_shapes)}; use one grid for all"
+            f"occupancy labels of {dataroot} come in several shapes {sorted(grid_shapes)}; "
+            "use one grid for all"
         )
     index = build_folder_index(dataroot, tmp, final, splits, frames, classmap, with_gts)
     index.class_counts = counts[index.splits["train"]].sum(0)

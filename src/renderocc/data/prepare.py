@@ -18,8 +18,8 @@ def detect_format(dataroot: str | Path, version: str | None) -> str:
         return "folder"
     if version is None:
         raise ValueError(
-            f"{Path(dataroot) / DATASET_FILE} not found, so {dataroot} is read as nuScenes, which needs --version "
-            "(e.g. v1.0-trainval); for the folder format add dataset.json (docs/data_format.md)"
+            f"{Path(dataroot) / DATASET_FILE} not found, so {dataroot} is read as nuScenes, which needs "
+            "--version (e.g. v1.0-trainval); for the folder format add dataset.json (docs/data_format.md)"
         )
     return "nuscenes"
 

@@ -1,4 +1,4 @@
-"""Lens distortion: OpenCV's pinhole and fisheye models, and undistortion to a pinhole camera by inverse mapping.
+"""Lens distortion: OpenCV's pinhole and fisheye models; undistortion to a pinhole camera by inverse mapping.
 
 Pinhole ("opencv"): coefficients (k1, k2, p1, p2[, k3[, k4, k5, k6]]), the rational radial model with
 tangential terms. Fisheye ("fisheye"): (k1, k2, k3, k4), theta_d = theta (1 + k1 theta^2 + ... + k4 theta^8).
