@@ -20,16 +20,9 @@ from tqdm import tqdm
 from renderocc.core.classes import OCC3D_CLASSES
 from renderocc.data.folder import CALIB_FILE, CLASSES_FILE, DATASET_FILE, FORMAT, FORMAT_VERSION, FRAME_FILE
 from renderocc.data.index import Index, build_index, scene_splits
+from renderocc.synth.labels2d import label_image_paths
 
 LABEL_IMAGES = ("dense", "pseudo")  # the label image kinds `renderocc synth` writes under labels2d/
-
-
-def label_image_paths(dataroot: Path, kind: str, image: str) -> tuple[Path, Path]:
-    """Where `renderocc synth` puts the depth and class label images of a camera image (dataroot-relative
-    samples/<CAM>/<name>.jpg): labels2d/<kind>/<CAM>/<name>_depth.png and _class.png."""
-    rel = Path(image)
-    folder = dataroot / "labels2d" / kind / rel.parent.name
-    return folder / f"{rel.stem}_depth.png", folder / f"{rel.stem}_class.png"
 
 
 def _place(src: Path, dst: Path) -> None:
