@@ -1,16 +1,15 @@
 """User classes: a JSON class map from a dataset's own class ids and names to the model's (Occ3D) classes.
 
-classes.json lists every id the dataset's labels use:
+classes.json lists every id the dataset's 2D labels (point classes, class images) use:
 
     {"classes": [{"id": 0, "name": "road", "to": "driveable_surface"},
                  {"id": 7, "name": "van", "to": "car"},
-                 {"id": 20, "name": "sky", "to": null},
-                 {"id": 21, "name": "empty", "to": "free"}]}
+                 {"id": 20, "name": "sky", "to": null}]}
 
-"to" names a model class (or gives its index 0..16), "free" (3D labels only: an empty voxel) or null (not
-a class the model learns: such pixels, points and voxels are left unlabelled). Ids are 0..254; 255 always
-means unknown. Without a class map the labels hold the model's class ids themselves (Occ3D 0..16, 17 free
-in 3D labels).
+"to" names a model class (or gives its index 0..16) or is null (not a class the model learns: such pixels
+and points are left unlabelled). Ids are 0..254; 255 always means unknown. Without a class map the labels
+hold the model's class ids themselves (Occ3D 0..16). The user names also label the classes in `prepare`'s
+summary, the pictures and the viewer. 3D labels always use the model's classes (Occ3D, 17 = free).
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from renderocc.core.classes import FREE, NUM_SEMANTIC, OCC3D_CLASSES
+from renderocc.core.classes import NUM_SEMANTIC, OCC3D_CLASSES
 
 UNKNOWN = 255  # in class images, point classes and the model-class lookup: no label
 NOT_LISTED = -1  # lookup value of an id the class map does not list: an error where it occurs
@@ -29,7 +28,7 @@ NOT_LISTED = -1  # lookup value of an id the class map does not list: an error w
 
 @dataclass(frozen=True)
 class ClassMap:
-    """User class ids [K], their names [K] and the model class of each [K] (0..16, FREE, or UNKNOWN)."""
+    """User class ids [K], their names [K] and the model class of each [K] (0..16, or UNKNOWN)."""
 
     ids: tuple[int, ...]
     names: tuple[str, ...]
@@ -41,16 +40,16 @@ class ClassMap:
         return self.source == DEFAULT.source
 
     def lookup(self) -> np.ndarray:
-        """int16 [256]: user id -> model class (0..16), FREE, UNKNOWN, or NOT_LISTED."""
+        """int16 [256]: user id -> model class (0..16), UNKNOWN, or NOT_LISTED."""
         lut = np.full(256, NOT_LISTED, dtype=np.int16)
         lut[UNKNOWN] = UNKNOWN
         lut[list(self.ids)] = self.targets
         return lut
 
-    def to_model(self, ids: np.ndarray, where: str | Path, allow_free: bool = False) -> np.ndarray:
+    def to_model(self, ids: np.ndarray, where: str | Path) -> np.ndarray:
         """Map user class ids (any integer array) to model classes uint8 (UNKNOWN where unlabelled).
 
-        An id the map does not list (or "free" outside 3D labels) raises, naming `where` and the fix.
+        An id the map does not list raises, naming `where` and the fix.
         """
         ids = np.asarray(ids)
         if ids.size == 0:
@@ -61,12 +60,9 @@ class ClassMap:
             raise ValueError(f"{where}: class id {bad} is out of range; class ids are 0..254 (255 = unknown)")
         mapped = self.lookup()[ids]
         bad = mapped == NOT_LISTED
-        if not allow_free:
-            bad |= mapped == FREE
         if bad.any():
             value = int(ids[bad].flat[0])
-            kind = "is 'free', which only 3D labels may use" if self.lookup()[value] == FREE else "is unknown"
-            raise ValueError(f"{where}: class id {value} {kind}; {self.fix(value)}")
+            raise ValueError(f"{where}: class id {value} is unknown; {self.fix(value)}")
         return mapped.astype(np.uint8)
 
     def fix(self, value: int) -> str:
@@ -99,9 +95,9 @@ def _target_name(target: int) -> str | None:
 
 
 DEFAULT = ClassMap(
-    ids=tuple(range(FREE + 1)),
-    names=OCC3D_CLASSES,
-    targets=tuple(range(FREE + 1)),
+    ids=tuple(range(NUM_SEMANTIC)),
+    names=OCC3D_CLASSES[:NUM_SEMANTIC],
+    targets=tuple(range(NUM_SEMANTIC)),
     source="the model's own classes",
 )
 
@@ -125,14 +121,15 @@ def parse_class_map(data: object, source: str) -> ClassMap:
             raise ValueError(f"{where}: id {uid} is listed twice; give each id once")
         if to is None:
             target = UNKNOWN
-        elif isinstance(to, str) and to in OCC3D_CLASSES:
+        elif isinstance(to, str) and to in OCC3D_CLASSES[:NUM_SEMANTIC]:
             target = OCC3D_CLASSES.index(to)
-        elif isinstance(to, int) and not isinstance(to, bool) and 0 <= to <= FREE:
+        elif isinstance(to, int) and not isinstance(to, bool) and 0 <= to < NUM_SEMANTIC:
             target = to
         else:
             raise ValueError(
-                f'{where}: "to": {to!r} is not a model class; use one of {", ".join(OCC3D_CLASSES)} '
-                f"(or its index 0..{FREE}), or null for a class the model should not learn"
+                f'{where}: "to": {to!r} is not a model class; use one of '
+                f"{', '.join(OCC3D_CLASSES[:NUM_SEMANTIC])} "
+                f"(or its index 0..{NUM_SEMANTIC - 1}), or null for a class the model should not learn"
             )
         ids.append(uid)
         names.append(str(entry.get("name", uid)))

@@ -465,10 +465,9 @@ def frame_labels(
     return nearest_per_pixel(n, *(np.concatenate(p) for p in zip(*parts)))
 
 
-def _occupancy(
-    frame: FrameSpec, classmap: ClassMap, grid_shape: tuple[int, int, int] | None
-) -> dict[str, np.ndarray]:
-    """The frame's Occ3D-style labels in model classes: semantics uint8, mask_camera, mask_lidar (bool)."""
+def _occupancy(frame: FrameSpec) -> dict[str, np.ndarray]:
+    """A frame's Occ3D-style labels, checked: semantics uint8, mask_camera, mask_lidar (bool; all True if
+    absent)."""
     path = frame.occupancy
     try:
         with np.load(path, allow_pickle=False) as npz:
@@ -489,18 +488,12 @@ def _occupancy(
         raise ValueError(
             f"occupancy labels {path}: semantics {semantics.shape} and masks must share one [X, Y, Z] shape"
         )
-    if grid_shape is not None and semantics.shape != grid_shape:
+    if semantics.size and (semantics.min() < 0 or semantics.max() > FREE):
         raise ValueError(
-            f"occupancy labels {path} are {semantics.shape}, other frames {grid_shape}; use one grid for all"
+            f"occupancy labels {path} hold class {int(semantics.max())}; 3D labels use the model's classes "
+            f"0..{FREE - 1} and {FREE} for free (Occ3D), not the ids of classes.json"
         )
-    cls = classmap.to_model(semantics, f"occupancy labels {path}", allow_free=True)
-    ignored = cls == UNKNOWN
-    cls[ignored] = FREE
-    return {
-        "semantics": cls,
-        "mask_camera": masks["mask_camera"] & ~ignored,
-        "mask_lidar": masks["mask_lidar"] & ~ignored,
-    }
+    return {"semantics": semantics.astype(np.uint8), **masks}
 
 
 # ------------------------------------------------------------------------------------------- preparing
@@ -563,7 +556,7 @@ def _prepare_frame(frame: FrameSpec) -> tuple[np.ndarray, tuple[int, int, int] |
     labels = frame_labels(frame, job.classmap, job.image_labels, maps)
     shape = None
     if frame.occupancy is not None:
-        occ = _occupancy(frame, job.classmap, None)
+        occ = _occupancy(frame)
         shape = occ["semantics"].shape
         atomic_write(job.tmp / "gts" / f"{frame.token}.npz", lambda f: np.savez_compressed(f, **occ))
     atomic_write(
@@ -667,20 +660,19 @@ def prepare_folder(
     job = _Job(tmp, final, classmap, image_labels, json.dumps([classmap.to_json(), image_labels, str(final)]))
     counts = np.zeros((len(frames), NUM_SEMANTIC), dtype=np.int64)
     shapes = []
-    bar = tqdm(total=len(frames), desc="2D labels", unit="frame")
-    if workers > 0:
-        with mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(job,)) as pool:
-            for i, (c, shape) in enumerate(pool.imap(_prepare_frame, frames, chunksize=2)):
-                counts[i] = c
+    with tqdm(total=len(frames), desc="2D labels", unit="frame") as bar:
+        if workers > 0:
+            with mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(job,)) as pool:
+                for i, (c, shape) in enumerate(pool.imap(_prepare_frame, frames, chunksize=2)):
+                    counts[i] = c
+                    shapes.append(shape)
+                    bar.update()
+        else:
+            _init_worker(job)
+            for i, frame in enumerate(frames):
+                counts[i], shape = _prepare_frame(frame)
                 shapes.append(shape)
                 bar.update()
-    else:
-        _init_worker(job)
-        for i, frame in enumerate(frames):
-            counts[i], shape = _prepare_frame(frame)
-            shapes.append(shape)
-            bar.update()
-    bar.close()
     grid_shapes = {s for s in shapes if s is not None}
     if len(grid_shapes) > 1:
         raise ValueError(
