@@ -160,7 +160,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=25, help="keyframes per scene")
     parser.add_argument("--image-size", type=int, nargs=2, default=(450, 800), metavar=("H", "W"))
     parser.add_argument(
-        "--image-labels", type=int, default=16_384, help="labelled pixels kept per label image"
+        "--image-labels", type=int, default=8_192, help="labelled pixels kept per label image"
     )
     parser.add_argument("--pseudo-config", default=None, help="JSON overriding PseudoLabelConfig fields")
     parser.add_argument("--iters", type=int, default=1600, help="training steps per source")

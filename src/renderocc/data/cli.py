@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-gts", action="store_true", help="index without voxel labels (gts/, occupancy)")
     parser.add_argument(
         "--image-labels", type=int, default=None, metavar="N",
-        help="folder format: labelled pixels kept per label image, spread evenly (default 16384)",
+        help="folder format: labelled pixels kept per label image, spread evenly (default 8192)",
     )  # fmt: skip
 
 
