@@ -20,7 +20,7 @@ from renderocc.config import DataConfig
 from renderocc.data import OccDataset, collate, load_index, prepare
 from renderocc.data.classmap import DEFAULT, UNKNOWN, class_legend, parse_class_map
 from renderocc.data.convert import convert
-from renderocc.data.folder import subsample_pixels
+from renderocc.data.folder_labels import subsample_pixels
 from renderocc.data.index import INDEX_FILE
 from renderocc.data.labels import load_labels
 from renderocc.train_utils.data import train_loader
@@ -270,7 +270,7 @@ def test_failed_prepare_leaves_nothing_and_resumes(folder_root, tmp_path) -> Non
     assert len(done) == 3
     mtimes = {p.name: p.stat().st_mtime_ns for p in done}
     broken.write_bytes(good)
-    index = prepare(root, workers=0, out=out)
+    index = prepare(root, workers=1, out=out)  # in a worker process this time
     assert (out / INDEX_FILE).is_file() and not (tmp_path / ".index.partial").exists()
     assert {p.name: (out / "labels" / p.name).stat().st_mtime_ns for p in done} == mtimes
     assert len(index) == 6

@@ -42,7 +42,7 @@ def prepare(
     if format == "auto":
         format = detect_format(dataroot, version)
     if format == "folder":
-        from renderocc.data.folder import IMAGE_LABELS, prepare_folder
+        from renderocc.data.folder_prepare import IMAGE_LABELS, prepare_folder
 
         return prepare_folder(dataroot, out, workers, with_gts, image_labels or IMAGE_LABELS)
     if version is None:
