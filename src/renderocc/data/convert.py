@@ -18,6 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from renderocc.core.classes import OCC3D_CLASSES
+from renderocc.core.files import replace_dir
 from renderocc.data.folder import CALIB_FILE, CLASSES_FILE, DATASET_FILE, FORMAT, FORMAT_VERSION, FRAME_FILE
 from renderocc.data.index import Index, build_index, scene_splits
 from renderocc.synth.labels2d import label_image_paths
@@ -65,13 +66,7 @@ def convert(
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         _write(index, tmp, splits, points, label_images, version)
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(out)
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

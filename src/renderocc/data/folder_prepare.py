@@ -6,8 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing as mp
-import os
-import shutil
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from renderocc.core.classes import NUM_SEMANTIC
-from renderocc.core.files import atomic_write
+from renderocc.core.files import atomic_write, replace_dir
 from renderocc.data.classmap import UNKNOWN, ClassMap
 from renderocc.data.folder import DATASET_FILE, VERSION, CameraSpec, FrameSpec, read_dataset
 from renderocc.data.folder_labels import frame_labels, occupancy_labels
@@ -50,12 +49,11 @@ def _frame_fingerprint(frame: FrameSpec, job: _Job) -> str:
     files = [c.image for c in frame.cameras] + [p for c in frame.cameras for p in (c.depth, c.classes) if p]
     files += [p.file for p in frame.points] + ([frame.occupancy] if frame.occupancy else [])
     stats = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
-    text = json.dumps([repr(frame), stats, job.fingerprint], default=str)
-    return hashlib.sha1(text.encode()).hexdigest()
+    return hashlib.sha1(pickle.dumps((frame, stats, job.fingerprint))).hexdigest()
 
 
 def _prepare_frame(frame: FrameSpec) -> tuple[np.ndarray, tuple[int, int, int] | None]:
-    """Write a frame's labels (and undistorted images, converted occupancy); returns its class pixel counts
+    """Write a frame's labels (and undistorted images, checked occupancy); returns its class pixel counts
     [17] and its occupancy grid shape. Files of an earlier run with the same fingerprint are kept."""
     job = _JOB
     label_path = job.tmp / "labels" / f"{frame.token}.npz"
@@ -209,17 +207,6 @@ def prepare_folder(
     index = build_folder_index(dataroot, tmp, final, splits, frames, classmap, with_gts)
     index.class_counts = counts[index.splits["train"]].sum(0)
     write_index(index)
-    _swap_in(tmp, final)
+    replace_dir(tmp, final)
     index.root = final
     return index
-
-
-def _swap_in(tmp: Path, final: Path) -> None:
-    """Rename the finished `tmp` over `final`; an older `final` is removed only once the new one is there."""
-    if final.exists():
-        old = final.parent / f".{final.name}.old-{os.getpid()}"
-        final.rename(old)
-        tmp.rename(final)
-        shutil.rmtree(old)
-    else:
-        tmp.rename(final)
