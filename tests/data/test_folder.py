@@ -17,7 +17,7 @@ from PIL import Image
 
 from renderocc.cli import main
 from renderocc.config import DataConfig
-from renderocc.data import OccDataset, collate, load_index, prepare
+from renderocc.data import OccDataset, collate, prepare
 from renderocc.data.classmap import DEFAULT, UNKNOWN, class_legend, parse_class_map
 from renderocc.data.convert import convert
 from renderocc.data.folder_labels import subsample_pixels
@@ -238,12 +238,12 @@ def test_undistortion_round_trip() -> None:
     assert np.abs(restored[inner] - pattern(u, v)[inner]).mean() < 3.0
 
 
-def test_distorted_rig_prepares_undistorted_images(folder_root, tmp_path) -> None:
+def test_distorted_rig_prepares_undistorted_images(folder_root, folder_index, tmp_path) -> None:
     root = copy_dataset(folder_root, tmp_path / "fisheye")
     for scene in (root / "scenes").iterdir():
         edit_json(scene / "calib.json", lambda c: c["cameras"]["CAM_FRONT"].update(distortion=[0.0] * 5))
     index = prepare(root, workers=0, out=tmp_path / "index")
-    plain = load_index(folder_root / "renderocc" / "folder")
+    plain = folder_index
     front = index.cameras.index("CAM_FRONT")
     path = index.image_path(0, front)
     assert path.is_relative_to(tmp_path / "index" / "images") and path.is_file()
