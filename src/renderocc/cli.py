@@ -10,7 +10,8 @@ import sys
 # `renderocc --help` stays instant; each module defines add_arguments(parser) and run(args) -> int.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("renderocc.synth.cli", "generate a synthetic nuScenes + Occ3D dataset"),
-    "prepare": ("renderocc.data.cli", "index a nuScenes dataset and build per-image 2D labels"),
+    "prepare": ("renderocc.data.cli", "index a nuScenes or folder dataset and build per-image 2D labels"),
+    "convert": ("renderocc.data.convert", "write a nuScenes-format dataset in the folder format"),
     "model-info": ("renderocc.models.info", "parameter counts and FLOPs of a preset"),
     "train": ("renderocc.train", "train a preset from 2D (and/or 3D) labels"),
     "eval": ("renderocc.eval.cli", "Occ3D mIoU and RayIoU of a checkpoint or of saved predictions"),

@@ -1,13 +1,16 @@
 """`renderocc infer`: Occ3D-format occupancy (<sample_token>.npz, `semantics` uint8) from a checkpoint.
 
-Two inputs: a prepared dataset (`--dataroot`, every frame of a split), or one frame of six camera images
-in a folder (`--images DIR --calib calib.json`). The calibration file is JSON:
+Two inputs: a prepared dataset (`--dataroot`, every frame of a split), or one frame of camera images in a
+folder (`--images DIR --calib calib.json`). The calibration file is JSON, the folder format's calib.json:
 
     {"token": "frame-0001",                       (optional; default: the folder's name)
      "cameras": {"CAM_FRONT": {"image": "CAM_FRONT.jpg",
                                "intrinsics": [[fx, 0, cx], [0, fy, cy], [0, 0, 1]],
-                               "sensor2ego": [[...4x4 camera -> ego...]]},
-                 ... the six nuScenes cameras ...}}
+                               "sensor2ego": [[...4x4 camera -> ego...]],
+                               "distortion": [k1, k2, p1, p2, k3]},   (optional, see docs/data_format.md)
+                 ... the cameras of the rig the model was trained on ...}}
+
+The six nuScenes cameras are taken in nuScenes order; any other rig in the file's order.
 
 A single frame has no history: the previous frame the temporal model expects is the frame itself, as at
 the first keyframe of a scene. Predictions are written on the Occ3D label grid (0.4 m by default), so the
@@ -57,20 +60,20 @@ def images_batch(images_dir: str | Path, calib_path: str | Path, cfg: DataConfig
     except json.JSONDecodeError as err:
         raise ValueError(f"--calib {calib_path} is not valid JSON ({err})") from None
     cameras = calib.get("cameras", {})
-    missing = [c for c in CAMERAS if c not in cameras]
-    if missing:
-        raise ValueError(
-            f"{calib_path}: cameras lacks {', '.join(missing)}; give all of {', '.join(CAMERAS)}"
-        )
+    if not isinstance(cameras, dict) or not cameras:
+        raise ValueError(f'{calib_path}: "cameras" must map camera names to their calibration')
+    names = CAMERAS if set(CAMERAS) <= set(cameras) else list(cameras)
     imgs, intrinsics, sensor2ego, img_aug = [], [], [], []
     mean, std = (torch.from_numpy(v).view(3, 1, 1) for v in (IMAGENET_MEAN, IMAGENET_STD))
-    for cam in CAMERAS:
+    for cam in names:
         entry = cameras[cam]
         where = f"{calib_path}: cameras.{cam}"
         K = _matrix(entry.get("intrinsics"), (3, 3), f"{where}.intrinsics")
         pose = _matrix(entry.get("sensor2ego"), (4, 4), f"{where}.sensor2ego")
         path = images_dir / entry.get("image", f"{cam}.jpg")
         img, decode_scale = read_image(path)
+        if entry.get("distortion") is not None:  # undistorted as `renderocc prepare` does for training
+            img, K = _undistort(img, K, entry, where)
         h0, w0 = round(img.shape[0] / decode_scale[1]), round(img.shape[1] / decode_scale[0])
         aug, _ = image_aug_matrix((h0, w0), cfg.image_size, cfg, None)
         pixels = torch.as_tensor(warp_image(img, aug, decode_scale, cfg.image_size), dtype=torch.float32)
@@ -93,6 +96,17 @@ def images_batch(images_dir: str | Path, calib_path: str | Path, cfg: DataConfig
         "ego2keyego": torch.eye(4).expand(1, num_frames, 4, 4).contiguous(),
         "sample_token": [str(calib.get("token", images_dir.name))],
     }
+
+
+def _undistort(img: np.ndarray, K: np.ndarray, entry: dict, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """A full-size image resampled to its pinhole camera (pinhole_intrinsics, default K), and that K."""
+    from renderocc.data.undistort import check_distortion, remap_image, undistort_map
+
+    model = entry.get("distortion_model", "opencv")
+    coeffs = check_distortion(model, entry["distortion"], f"{where}.distortion")
+    K_out = _matrix(entry.get("pinhole_intrinsics", K), (3, 3), f"{where}.pinhole_intrinsics")
+    src, ok = undistort_map(model, coeffs, K, K_out, img.shape[:2])
+    return remap_image(img, src, ok), K_out
 
 
 def write_prediction(out_dir: Path, token: str, semantics: torch.Tensor) -> Path:

@@ -46,6 +46,8 @@ def default_index_dir(dataroot: str | Path, version: str) -> Path:
 
 
 def prepare_hint(dataroot: str | Path, version: str) -> str:
+    if version == "folder":  # renderocc.data.folder.VERSION
+        return f"run `renderocc prepare --dataroot {dataroot} --format folder`"
     return f"run `renderocc prepare --dataroot {dataroot} --version {version}`"
 
 
@@ -75,6 +77,8 @@ class Index:
     splits: dict[str, np.ndarray]
     arrays: dict[str, np.ndarray]
     class_counts: np.ndarray | None = None  # int64 [17] 2D label pixels per Occ3D class, train split
+    # model class -> the dataset's own class names mapped to it (a folder dataset's class map); None: Occ3D's
+    class_names: dict[int, list[str]] | None = None
     _position: dict[str, int] = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
@@ -292,6 +296,7 @@ def write_index(index: Index) -> Path:
         "cameras": list(index.cameras),
         "has_gts": index.has_gts,
         "class_counts": [int(c) for c in index.class_counts],
+        "class_names": {str(k): v for k, v in index.class_names.items()} if index.class_names else None,
         "splits": {k: v.tolist() for k, v in index.splits.items()},
         "samples": [
             {
@@ -352,4 +357,5 @@ def load_index(
         splits={k: np.asarray(v, dtype=np.int64) for k, v in meta["splits"].items()},
         arrays=arrays,
         class_counts=np.asarray(meta["class_counts"], dtype=np.int64),
+        class_names={int(k): v for k, v in meta["class_names"].items()} if meta.get("class_names") else None,
     )

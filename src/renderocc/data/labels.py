@@ -55,18 +55,32 @@ def project_to_cameras(
     h, w = image_hw[:, 0:1], image_hw[:, 1:2]
     keep = (depth > MIN_DEPTH) & (u >= BORDER) & (u < w - BORDER) & (v >= BORDER) & (v < h - BORDER)
     cam, point = np.nonzero(keep)
-    ui, vi, d = u[cam, point].astype(np.int64), v[cam, point].astype(np.int64), depth[cam, point]
-    pixel = (cam * int(h.max()) + vi) * int(w.max()) + ui
-    order = np.lexsort((d, pixel))  # by pixel, nearest first
+    return nearest_per_pixel(
+        n_cam,
+        cam,
+        u[cam, point].astype(np.int64),
+        v[cam, point].astype(np.int64),
+        depth[cam, point],
+        cls[point],
+    )
+
+
+def nearest_per_pixel(
+    n_cam: int, cam: np.ndarray, u: np.ndarray, v: np.ndarray, depth: np.ndarray, cls: np.ndarray
+) -> FrameLabels:
+    """FrameLabels of candidate labels (camera, integer pixel u, v, z-depth, class; each [P]) keeping the
+    nearest candidate of every pixel, sorted by camera."""
+    pixel = (cam * (int(v.max(initial=0)) + 1) + v) * (int(u.max(initial=0)) + 1) + u
+    order = np.lexsort((depth, pixel))  # by pixel, nearest first
     first = np.ones(len(order), dtype=bool)
     first[1:] = pixel[order[1:]] != pixel[order[:-1]]
     sel = order[first]
     cam_sel = cam[sel]
     return FrameLabels(
-        u=ui[sel].astype(np.uint16),
-        v=vi[sel].astype(np.uint16),
-        depth=d[sel].astype(np.float16),
-        cls=cls[point[sel]],
+        u=u[sel].astype(np.uint16),
+        v=v[sel].astype(np.uint16),
+        depth=depth[sel].astype(np.float16),
+        cls=cls[sel],
         cam_start=np.searchsorted(cam_sel, np.arange(n_cam + 1)).astype(np.int64),
     )
 

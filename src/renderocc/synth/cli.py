@@ -33,10 +33,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", default="cpu", help="torch device for simulation: cpu or cuda")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out after success")
+    parser.add_argument(
+        "--pseudo-labels",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="CONFIG.json",
+        help="also write degraded label images imitating a 2D segmentor and a monocular depth model "
+        "(labels2d/pseudo/); CONFIG.json overrides fields of synth.labels2d.PseudoLabelConfig",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     from renderocc.synth.dataset import generate
+    from renderocc.synth.labels2d import load_pseudo_config
 
     start = time.perf_counter()
     out = generate(
@@ -49,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
         version=args.version,
         device=args.device,
         overwrite=args.overwrite,
+        pseudo=None if args.pseudo_labels is None else load_pseudo_config(args.pseudo_labels or None),
     )
     keyframes = args.scenes * args.frames
     elapsed = time.perf_counter() - start

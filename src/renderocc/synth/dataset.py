@@ -17,6 +17,13 @@ from renderocc.core.classes import FREE
 from renderocc.core.grid import VoxelGrid
 from renderocc.synth import materials, occupancy, sensors
 from renderocc.synth.city import KEYFRAME_DT, build_world
+from renderocc.synth.labels2d import (
+    PseudoLabelConfig,
+    depth_to_png,
+    label_image_paths,
+    pseudo_labels,
+    write_label_images,
+)
 from renderocc.synth.rig import CAMERA_DELAYS_US, LIDAR_NAME, Camera, lidar_sensor2ego, nuscenes_rig
 from renderocc.synth.stats import SceneStats
 from renderocc.synth.tables import (
@@ -71,13 +78,16 @@ def generate(
     device: str = "cpu",
     overwrite: bool = False,
     progress: bool = True,
+    pseudo: PseudoLabelConfig | None = None,
 ) -> Path:
     """Write `scenes` scenes of `frames` keyframes (0.5 s apart) to `out` and return it.
 
     Layout: out/<version>/*.json, out/samples/{CAM_*,LIDAR_TOP}/, out/lidarseg/<version>/, out/maps/,
     out/gts/<scene>/<sample_token>/labels.npz, out/splits.json (val = the last `val_scenes` scenes; default
-    max(1, scenes // 4), none for a single scene). Written to a temporary sibling and renamed at the end, so
-    an interrupted run leaves nothing that looks complete; an existing non-empty `out` needs `overwrite`.
+    max(1, scenes // 4), none for a single scene), out/labels2d/dense/ (perfect depth and class images per
+    camera image) and, with `pseudo`, out/labels2d/pseudo/ (degraded ones, synth.labels2d). Written to a
+    temporary sibling and renamed at the end, so an interrupted run leaves nothing that looks complete; an
+    existing non-empty `out` needs `overwrite`.
     """
     out = Path(out)
     image_size = (int(image_size[0]), int(image_size[1]))
@@ -95,7 +105,7 @@ def generate(
     torch.set_num_threads(1)
     try:
         stats = _write_dataset(
-            tmp, scenes, frames, image_size, seed, val, version, torch.device(device), progress
+            tmp, scenes, frames, image_size, seed, val, version, torch.device(device), progress, pseudo
         )
         if out.exists():
             old = out.parent / f".{out.name}.old-{os.getpid()}"
@@ -124,6 +134,7 @@ def _write_dataset(
     version: str,
     device: torch.device,
     progress: bool,
+    pseudo: PseudoLabelConfig | None,
 ) -> SceneStats:
     cameras = nuscenes_rig(image_size)
     channels = [c.name for c in cameras] + [LIDAR_NAME]
@@ -178,6 +189,7 @@ def _write_dataset(
                 pending,
                 seed,
                 bar,
+                pseudo,
             )
             for f in pending:
                 f.result()
@@ -235,6 +247,7 @@ def _write_scene(
     pending: list[Future],
     seed: int,
     bar: tqdm,
+    pseudo: PseudoLabelConfig | None,
 ) -> None:
     """Simulate one scene keyframe by keyframe: images, sweep, labels, and all its table rows."""
     device = world.prims.center.device
@@ -276,6 +289,16 @@ def _write_scene(
         sweep = sensors.lidar_sweep(world, lidar2world, t_lidar, mats, seed + index * 7919 + k)
         # files
         rgb = render["rgb"].cpu().numpy()
+        label_images = {"dense": (depth_to_png(render["depth"]), render["lidarseg"].cpu().numpy())}
+        if pseudo is not None:
+            depth, cls = pseudo_labels(
+                render["depth"],
+                render["lidarseg"],
+                render["instance"],
+                pseudo,
+                seed * 1_000_003 + index * 7919 + k,
+            )
+            label_images["pseudo"] = (depth_to_png(depth), cls.to(torch.uint8).cpu().numpy())
         for c, cam in enumerate(cameras):
             sd = add_sample_data(
                 tables,
@@ -295,6 +318,9 @@ def _write_scene(
             )
             by_channel[cam.name].append(sd)
             pending.append(pool.submit(_save_jpeg, root / sd["filename"], rgb[c]))
+            for kind, (depth_mm, classes) in label_images.items():
+                paths = label_image_paths(root, kind, sd["filename"])
+                pending.append(pool.submit(write_label_images, *paths, depth_mm[c], classes[c]))
         sd = add_sample_data(
             tables,
             seed,

@@ -47,7 +47,31 @@ def gt_root(path: Path) -> Path:
     return path
 
 
+def folder_index(dataroot: Path | None):
+    """The prepared index of a folder-format dataset (renderocc.data.folder), None for any other path."""
+    from renderocc.data.folder import VERSION, is_folder_dataset
+    from renderocc.data.index import default_index_dir, load_index
+
+    if dataroot is None or not is_folder_dataset(dataroot):
+        return None
+    return load_index(default_index_dir(Path(dataroot).resolve(), VERSION))
+
+
+def dataset_class_names(dataroot: Path | None) -> dict[int, list[str]] | None:
+    """Model class -> the dataset's own class names (a folder dataset's class map), None for Occ3D's."""
+    index = folder_index(dataroot)
+    return index.class_names if index is not None else None
+
+
 def _index_gts(gt_dir: Path) -> dict[str, FrameRecord]:
+    index = folder_index(gt_dir)
+    if index is not None:  # a folder dataset: its 3D labels, in model classes, as `prepare` wrote them
+        if index.gts is None:
+            raise FileNotFoundError(f"{gt_dir} was prepared without occupancy labels; there is no GT to draw")
+        return {
+            t: FrameRecord(token=t, scene=s, gt_path=Path(p))
+            for t, s, p in zip(index.tokens, index.scenes, index.gts)
+        }
     root = gt_root(gt_dir)
     if not root.is_dir():
         raise FileNotFoundError(f"GT folder {gt_dir} not found; pass DATAROOT or DATAROOT/gts with --gt")
@@ -72,8 +96,11 @@ def _index_preds(pred_dir: Path) -> dict[str, Path]:
 
 
 def has_tables(path: Path | None) -> bool:
-    """Whether `path` is a nuScenes dataroot: it holds <version>/sample.json."""
-    return path is not None and path.is_dir() and any(path.glob("*/sample.json"))
+    """Whether `path` is a dataroot with scene order and images: nuScenes (<version>/sample.json) or a
+    folder-format dataset (dataset.json)."""
+    from renderocc.data.folder import is_folder_dataset
+
+    return path is not None and path.is_dir() and (any(path.glob("*/sample.json")) or is_folder_dataset(path))
 
 
 def _table_dir(dataroot: Path) -> Path:
@@ -94,6 +121,16 @@ def _load_table(path: Path) -> list[dict]:
 
 def _index_tables(dataroot: Path) -> tuple[dict[str, tuple[str, int]], dict[str, dict[str, Path]]]:
     """sample token -> (scene name, timestamp) and -> {camera channel: key-frame JPEG path}."""
+    index = folder_index(dataroot)
+    if index is not None:
+        samples = {
+            t: (s, int(ts)) for t, s, ts in zip(index.tokens, index.scenes, index.arrays["timestamps"])
+        }
+        cameras = {
+            t: {c: index.image_path(i, n) for n, c in enumerate(index.cameras)}
+            for i, t in enumerate(index.tokens)
+        }
+        return samples, cameras
     tables = _table_dir(dataroot)
     scenes = {r["token"]: r["name"] for r in _load_table(tables / "scene.json")}
     samples = {

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from renderocc.core import NUM_SEMANTIC, OCC3D_CLASSES, OCC3D_COLORS, VoxelGrid
+from renderocc.core import OCC3D_COLORS, VoxelGrid
+from renderocc.data.classmap import class_legend
 from renderocc.vis.voxel_render import DEFAULT_GRID, bev_image, chase_camera, render_voxels
 
 # The nuScenes surround layout: front cameras on top, rear cameras below, each under its side.
@@ -104,7 +105,11 @@ def _caption(draw: ImageDraw.ImageDraw, xy: tuple[int, int], text: str, size: in
 def _draw_cameras(canvas: Image.Image, layout: PanelLayout, images: Mapping[str, ImageLike] | None) -> None:
     draw = ImageDraw.Draw(canvas)
     fs = layout.font_size
-    for row, channels in enumerate(CAMERA_LAYOUT):
+    rows = CAMERA_LAYOUT
+    if images and not set(images) <= {c for row in CAMERA_LAYOUT for c in row}:  # another rig: its first six
+        names = list(images)[:6]
+        rows = (tuple(names[:3]), tuple(names[3:]))
+    for row, channels in enumerate(rows):
         for col, channel in enumerate(channels):
             x, y, w, h = layout.camera_box(row, col)
             if images is not None and channel in images:
@@ -118,18 +123,22 @@ def _draw_cameras(canvas: Image.Image, layout: PanelLayout, images: Mapping[str,
             _caption(draw, (x + 6, y + 4), label, fs)
 
 
-def _draw_legend(canvas: Image.Image, layout: PanelLayout) -> None:
-    """Swatch + name of the 17 semantic classes ("free" is never drawn), in two rows."""
+def _draw_legend(
+    canvas: Image.Image, layout: PanelLayout, legend: list[tuple[int, str]] | None = None
+) -> None:
+    """Swatch + name of the semantic classes ("free" is never drawn), in two rows: the 17 Occ3D classes, or
+    the (class, label) entries of `legend` (data.classmap.class_legend: those a class map reaches)."""
+    legend = legend or class_legend(None)
     draw = ImageDraw.Draw(canvas)
     fs = layout.font_size
-    per_row = (NUM_SEMANTIC + 1) // 2
+    per_row = max(1, (len(legend) + 1) // 2)
     cell_w = layout.width // per_row
     row_h = layout.legend_h // 2
-    for c in range(NUM_SEMANTIC):
-        x = (c % per_row) * cell_w + 8
-        y = layout.legend_top + (c // per_row) * row_h + (row_h - fs) // 2
+    for k, (c, label) in enumerate(legend):
+        x = (k % per_row) * cell_w + 8
+        y = layout.legend_top + (k // per_row) * row_h + (row_h - fs) // 2
         draw.rectangle((x, y, x + fs, y + fs), fill=tuple(int(v) for v in OCC3D_COLORS[c]))
-        _caption(draw, (x + fs + 6, y - 1), OCC3D_CLASSES[c], fs)
+        _caption(draw, (x + fs + 6, y - 1), label, fs)
 
 
 def render_frame(
@@ -141,13 +150,15 @@ def render_frame(
     grid: VoxelGrid = DEFAULT_GRID,
     title: str = "",
     size: tuple[int, int] = (900, 1600),
+    legend: list[tuple[int, str]] | None = None,
 ) -> np.ndarray:
     """Compose the panel of one frame and optionally save it as a PNG.
 
     pred, gt: uint8 [X, Y, Z] Occ3D semantics (17 = free); either may be None (not both). images: camera
     channel (CAM_FRONT, ...) -> image path / PIL image / uint8 [h, w, 3]; missing channels show a blank tile.
     mask: [X, Y, Z], voxels where it is 0 are hidden in both renders (pass mask_camera to hide the voxels
-    no camera sees). size: panel (height, width). -> RGB uint8 [height, width, 3].
+    no camera sees). size: panel (height, width). legend: (class, label) entries (default: all 17).
+    -> RGB uint8 [height, width, 3].
     """
     sources = [(name, sem) for name, sem in (("prediction", pred), ("ground truth", gt)) if sem is not None]
     if not sources:
@@ -172,7 +183,7 @@ def render_frame(
         view = render_voxels(sem, chase_camera(w, h), grid=grid, mask=mask)
         canvas.paste(Image.fromarray(view), (x, y))
         _caption(draw, (x + 8, y - layout.caption_h + 2), name, fs)
-    _draw_legend(canvas, layout)
+    _draw_legend(canvas, layout, legend)
     out = np.asarray(canvas)
     if out_png is not None:
         Path(out_png).parent.mkdir(parents=True, exist_ok=True)
@@ -203,13 +214,14 @@ def render_dataset_frames(
     """
     from tqdm import tqdm
 
-    from renderocc.vis.frames import find_frames, load_grid
+    from renderocc.vis.frames import dataset_class_names, find_frames, load_grid
     from renderocc.vis.video import write_video
 
     if gt_dir is None and dataroot is not None and (Path(dataroot) / "gts").is_dir():
         gt_dir = dataroot
     frames = find_frames(pred_dir, gt_dir, dataroot, tokens=tokens, scene=scene)
     frames = frames[:max_frames] if max_frames is not None else frames
+    legend = class_legend(dataset_class_names(Path(dataroot)) if dataroot is not None else None)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     per_scene: dict[str, list[Path]] = {}
@@ -228,6 +240,7 @@ def render_dataset_frames(
             grid=grid,
             title=title,
             size=size,
+            legend=legend,
         )
         paths.append(out_png)
     if video:

@@ -70,8 +70,10 @@ def build_viewer_html(
     title: str = "renderocc viewer",
     grid: VoxelGrid = DEFAULT_GRID,
     image_width: int = 480,
+    legend: list[tuple[int, str]] | None = None,
 ) -> str:
-    """The HTML text of a page showing `frames` (all with the same source names, e.g. prediction, GT)."""
+    """The HTML text of a page showing `frames` (all with the same source names, e.g. prediction, GT);
+    legend: the (class, label) entries to list (default: the 17 Occ3D classes)."""
     if not frames:
         raise ValueError("build_viewer_html: no frames to show")
     sources = list(frames[0].grids)
@@ -86,9 +88,7 @@ def build_viewer_html(
     data = {
         "title": title,
         "grid": {"shape": list(grid.shape), "lower": list(grid.lower), "voxel_size": grid.voxel_size},
-        "classes": [
-            {"name": OCC3D_CLASSES[c], "color": OCC3D_COLORS[c].tolist()} for c in range(NUM_SEMANTIC)
-        ],
+        "classes": _legend_classes(legend),
         "sources": sources,
         "background": list(BACKGROUND),
         "ego_box": [list(EGO_BOX[0]), list(EGO_BOX[1])],
@@ -112,17 +112,27 @@ def build_viewer_html(
     return page.replace("__RENDEROCC_DATA__", payload).replace("__RENDEROCC_BUNDLE__", _bundle())
 
 
+def _legend_classes(legend: list[tuple[int, str]] | None) -> list[dict]:
+    """The page's class list, indexed by class id: every semantic class, labelled as `legend` says."""
+    labels = dict(legend or ())
+    return [
+        {"name": labels.get(c, OCC3D_CLASSES[c]), "color": OCC3D_COLORS[c].tolist()}
+        for c in range(NUM_SEMANTIC)
+    ]
+
+
 def write_viewer(
     out_html: str | Path,
     frames: list[ViewerFrame],
     title: str = "renderocc viewer",
     grid: VoxelGrid = DEFAULT_GRID,
     image_width: int = 480,
+    legend: list[tuple[int, str]] | None = None,
 ) -> Path:
     """Write the self-contained viewer page for `frames` to out_html; returns its path."""
     out_html = Path(out_html)
     out_html.parent.mkdir(parents=True, exist_ok=True)
-    out_html.write_text(build_viewer_html(frames, title, grid, image_width), encoding="utf-8")
+    out_html.write_text(build_viewer_html(frames, title, grid, image_width, legend), encoding="utf-8")
     return out_html
 
 
@@ -188,6 +198,10 @@ def run(args: argparse.Namespace) -> int:
         args.pred, gt, dataroot, args.frames, args.scene, args.tokens, not args.show_hidden
     )
     title = f"renderocc · {frames[0].label.split(' · ')[0]}" if len(frames) else "renderocc"
-    path = write_viewer(args.out, frames, title=title, image_width=args.image_width)
+    from renderocc.data.classmap import class_legend
+    from renderocc.vis.frames import dataset_class_names
+
+    legend = class_legend(dataset_class_names(dataroot)) if dataroot is not None else None
+    path = write_viewer(args.out, frames, title=title, image_width=args.image_width, legend=legend)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {len(frames)} frames); open it in a browser")
     return 0
