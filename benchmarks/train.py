@@ -194,8 +194,6 @@ def bench(preset_name: str, batch_size: int, args, dist) -> dict:
         contexts["no_sync"] = model.no_sync  # the step without its gradient all-reduce (weights drift apart)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    if args.compile or (args.compile is None and preset.train.compile):
-        compile_stages(raw)
     ema = EMA(raw, preset.train.ema_decay)
     optimizer = torch.optim.AdamW(
         param_groups(raw, preset.train.weight_decay), lr=preset.train.lr, fused=True
@@ -217,8 +215,11 @@ def bench(preset_name: str, batch_size: int, args, dist) -> dict:
     without_2d_losses = step_of(graphs=graphs, losses_2d=lambda d, s, b: {"zero": (d.mean() + s.mean()) * 0})
 
     batches = iter(loader)
-    # FLOPs of one step as it really runs (eager, once): forward of every frame, backward of the key frame's
+    # FLOPs of one step as it really runs (eager, before compiling): forward of every frame, backward of the
+    # key frame's branch
     flops = counted_flops(lambda: step_of(graphs="off")(batch_to(next(batches), device)))
+    if args.compile or (args.compile is None and preset.train.compile):
+        compile_stages(raw)  # in place: the step functions above run the compiled stages from here on
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     steps = {"step": step} | ({"without": without_2d_losses} if args.stages else {})

@@ -134,6 +134,9 @@ class Predictor:
         from renderocc.train_utils.cuda_graphs import GraphedCall
 
         self.model, self.preset, self.out_grid, self.device = model, preset, out_grid, device
+        threshold = preset.readout_threshold()  # per-layer thresholds made a tensor once, outside any graph
+        per_layer = not isinstance(threshold, int | float)
+        self.threshold = torch.tensor(threshold, device=device) if per_layer else threshold
         graphed = cuda_graphs and device.type == "cuda"
         self._labels = GraphedCall(self._labels_of, model) if graphed else self._labels_of
 
@@ -144,8 +147,7 @@ class Predictor:
         amp = self.preset.train.amp and self.device.type == "cuda"
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
             out = self.model(batch)
-        threshold = self.preset.readout_threshold()
-        labels = occupancy_readout(out["density"].float(), out["semantics"].float(), threshold)
+        labels = occupancy_readout(out["density"].float(), out["semantics"].float(), self.threshold)
         return {"labels": resample_labels(labels, self.preset.grid, self.out_grid)}
 
     @torch.no_grad()

@@ -43,7 +43,7 @@ def folder_index(folder_root):
 
 
 def _batches(index, steps: int = 2) -> list[dict]:
-    loader = train_loader(index, CFG, batch_size=2, num_workers=0, seed=3, start_step=0)
+    loader = train_loader(index, CFG, batch_size=2, num_workers=0, seed=3, start_sample=0)
     it = iter(loader)
     return [next(it) for _ in range(steps)]
 

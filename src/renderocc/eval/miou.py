@@ -66,8 +66,8 @@ def resample_labels(labels: torch.Tensor, src: VoxelGrid, dst: VoxelGrid) -> tor
     centers = dst.voxel_centers(labels.device)  # [X', Y', Z', 3]
     index = src.points_to_index(centers)
     inside = src.contains(centers)
-    index = torch.minimum(index.clamp_min(0), torch.tensor(src.shape, device=labels.device) - 1)
-    out = labels[..., index[..., 0], index[..., 1], index[..., 2]]
+    i, j, k = (index[..., axis].clamp(0, n - 1) for axis, n in enumerate(src.shape))  # no host-to-device copy
+    out = labels[..., i, j, k]
     return torch.where(inside, out, torch.full_like(out, FREE))
 
 

@@ -42,8 +42,8 @@ def pool_voxel_labels(
         )
     x, y, z = grid.shape
     # Class histogram per model voxel by one bincount over (model voxel, class) keys of observed voxels.
-    coarse = torch.arange(x * y * z, device=voxel_semantics.device).view(x, y, z)
-    coarse = coarse.repeat_interleave(f, 0).repeat_interleave(f, 1).repeat_interleave(f, 2)
+    coarse = torch.arange(x * y * z, device=voxel_semantics.device).view(x, 1, y, 1, z, 1)
+    coarse = coarse.expand(x, f, y, f, z, f).reshape(x * f, y * f, z * f)  # each model voxel's f^3 labels
     batch = torch.arange(b, device=voxel_semantics.device).view(b, 1, 1, 1) * (x * y * z)
     key = (batch + coarse) * (FREE + 1) + voxel_semantics.long().clamp(0, FREE)
     # unobserved voxels add 0: a fixed-size sum, where indexing by the mask would make the host wait
