@@ -50,7 +50,8 @@ def _one_minus_exp_neg(x):
 def _corner_frame(qx, qy, qz, orx, ory, orz, scx, scy, scz, NX, NY, NZ, ZERO_OUTSIDE: tl.constexpr):
     """Base flat index, per-axis corner strides and fractions of points q at continuous voxel-centre index
     u = (q - origin) * scale, and (ZERO_OUTSIDE) which corners lie in the grid, as bits for `_inside`.
-    Clamp-to-edge, or ZERO_OUTSIDE: corners outside the grid read 0 (the caller masks them)."""
+    Clamp-to-edge, or ZERO_OUTSIDE: corners outside the grid read 0 (the caller masks them; the base
+    index may then lie outside the grid, but a corner inside it is still base + its strides)."""
     ux = (qx - orx) * scx
     uy = (qy - ory) * scy
     uz = (qz - orz) * scz
@@ -61,6 +62,7 @@ def _corner_frame(qx, qy, qz, orx, ory, orz, scx, scy, scz, NX, NY, NZ, ZERO_OUT
         ix = ux0.to(tl.int32)
         iy = uy0.to(tl.int32)
         iz = uz0.to(tl.int32)
+        fx, fy, fz = ux - ux0, uy - uy0, uz - uz0
         # bit 2a: the lower corner on axis a lies in the grid; bit 2a + 1: the upper one
         inside = (
             ((ix >= 0) & (ix < NX)).to(tl.int32)
@@ -70,8 +72,6 @@ def _corner_frame(qx, qy, qz, orx, ory, orz, scx, scy, scz, NX, NY, NZ, ZERO_OUT
             + ((iz >= 0) & (iz < NZ)).to(tl.int32) * 16
             + ((iz >= -1) & (iz < NZ - 1)).to(tl.int32) * 32
         )
-        base = (ix * NY + iy) * NZ + iz
-        return base, NY * NZ, NZ, 1, ux - ux0, uy - uy0, uz - uz0, inside
     else:
         ux = tl.minimum(tl.maximum(ux, 0.0), NX - 1.0)
         uy = tl.minimum(tl.maximum(uy, 0.0), NY - 1.0)
@@ -79,11 +79,13 @@ def _corner_frame(qx, qy, qz, orx, ory, orz, scx, scy, scz, NX, NY, NZ, ZERO_OUT
         ix = tl.minimum(ux.to(tl.int32), NX - 1)
         iy = tl.minimum(uy.to(tl.int32), NY - 1)
         iz = tl.minimum(uz.to(tl.int32), NZ - 1)
-        base = (ix * NY + iy) * NZ + iz
-        sx = tl.where(ix < NX - 1, NY * NZ, 0)
-        sy = tl.where(iy < NY - 1, NZ, 0)
-        sz = tl.where(iz < NZ - 1, 1, 0)
-        return base, sx, sy, sz, ux - ix.to(tl.float32), uy - iy.to(tl.float32), uz - iz.to(tl.float32), 0
+        fx, fy, fz = ux - ix.to(tl.float32), uy - iy.to(tl.float32), uz - iz.to(tl.float32)
+        inside = tl.zeros_like(ix)  # unused: every corner is in the grid
+    base = (ix * NY + iy) * NZ + iz
+    sx = tl.where(ix < NX - 1, NY * NZ, 0)
+    sy = tl.where(iy < NY - 1, NZ, 0)
+    sz = tl.where(iz < NZ - 1, 1, 0)
+    return base, sx, sy, sz, fx, fy, fz, inside
 
 
 @triton.jit
