@@ -219,10 +219,11 @@ def convert_density(
         k_t softplus(d_t + shift) = k_s softplus(d_s + shift)
         d_t = softplus^-1((k_s / k_t) softplus(d_s + shift)) - shift,   softplus^-1(y) = y + log(1 - e^-y)
 
-    Exact, for any density. Where d + shift << 0 (every read-out threshold in use: 8.5 - 13.8 = -5.3)
-    softplus is nearly exp and this is d_s + ln(k_s / k_t), the "8.5 + ln 2.5" rule of thumb; it is off by
-    (k - 1) e^(d + shift) / 2 there (0.003 at 8.5), and wrong where softplus is nearly linear. The
-    reference's 8.5 is 9.4226 on the metric scale (8.5 + ln 2.5 = 9.4163).
+    Exact, for any density. Where d + shift << 0 (read-out thresholds: 8.5 - 13.8 = -5.3) softplus(z) =
+    e^z - e^2z / 2 + ..., so with k = k_s / k_t, d_t = d_s + ln k + (k - 1) e^(d_s + shift) / 2 + ...: the
+    "8.5 + ln 2.5" rule of thumb is its first two terms (the third is 0.004 at 8.5); where softplus is
+    nearly linear (d + shift > 0) the rule is far off (20 -> 29.3, not 20.9). The reference's 8.5 is
+    9.4225 on the metric scale (8.5 + ln 2.5 = 9.4163).
     """
     k_source = extinction_per_metre(source, grid, step_size)
     k_target = extinction_per_metre(target, grid, step_size)

@@ -108,9 +108,8 @@ def _render_chunk(
         x, q, kept = reference_samples(rays_o, rays_d, conv, max_samples)  # [K], [B, r, K, 3], [B, r, K]
         exists &= kept
     else:
-        x, q = sample_positions(
-            rays_o, rays_d, t_near, max_samples, conv.step_size
-        )  # [B, r, K], [B, r, K, 3]
+        # [B, r, K], [B, r, K, 3]
+        x, q = sample_positions(rays_o, rays_d, t_near, max_samples, conv.step_size)
     values, logits = _interpolate(density, semantics_cf, q, grid, conv)
     tau, alpha = alpha_from_density(values, conv.interval, density_shift)
     alpha = torch.where(exists, alpha, torch.zeros_like(alpha))
