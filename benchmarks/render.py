@@ -8,7 +8,10 @@ setting (100x100x8 grid at 0.8 m, 8,192 rays, step 0.4 m). Then the 2D losses of
 `renderocc train` computes them (r50-256x704 on the GPU, demo on the CPU): all of them, replayed as CUDA
 graphs, and all but each term beside the renderer's own, with wall and GPU-busy ms.
 
-    PYTHONPATH=src python benchmarks/render.py [--check] [--json out.json]
+    PYTHONPATH=src python benchmarks/render.py [--check] [--convention reference] [--json out.json]
+
+--convention reference times the published release's conventions (render/conventions.py) instead of this
+project's metric ones: samples from the ray origin out to the 39 m sphere and its background shell.
 """
 
 from __future__ import annotations
@@ -82,9 +85,14 @@ def make_rays(batch: int, rays: int, classes: int, device: str, seed: int) -> di
     }
 
 
+CONVENTION = "metric"  # --convention
+
+
 def step(field, rays, grid, step_size, impl, cfg, weights, backward: bool = True) -> torch.Tensor:
-    out = volume_render(*field, rays["rays_o"], rays["rays_d"], grid, step_size, implementation=impl)
-    loss = sum(rendering_losses(out, rays, cfg, weights).values())
+    out = volume_render(
+        *field, rays["rays_o"], rays["rays_d"], grid, step_size, implementation=impl, convention=CONVENTION
+    )
+    loss = sum(rendering_losses(out, rays, cfg, weights, CONVENTION).values())
     if backward:
         loss.backward()
     return loss
@@ -159,7 +167,7 @@ def time_training_terms(
     show. A term's cost is "all 2D losses" less "all but" it."""
     from renderocc.train import rendered_losses
 
-    base = get_preset(preset_name)
+    base = get_preset(preset_name).replace(render={"convention": CONVENTION})
     extra = ("free_space", "line_of_sight", "surface")  # the terms beside the renderer's own
     settings = {
         "all 2D losses": base.loss,
@@ -202,8 +210,16 @@ def check(grid, step_size, classes, device) -> list[dict]:
         for impl in ("torch", "triton"):
             for t in field:
                 t.grad = None
-            out = volume_render(*field, rays["rays_o"], rays["rays_d"], grid, step_size, implementation=impl)
-            loss = sum(rendering_losses(out, rays, cfg, None).values())
+            out = volume_render(
+                *field,
+                rays["rays_o"],
+                rays["rays_d"],
+                grid,
+                step_size,
+                implementation=impl,
+                convention=CONVENTION,
+            )
+            loss = sum(rendering_losses(out, rays, cfg, None, CONVENTION).values())
             loss.backward()
             res[impl] = [out.depth, out.semantics, out.opacity, out.distortion, field[0].grad, field[1].grad]
         names = ("depth", "semantics", "opacity", "distortion", "grad_density", "grad_semantics")
@@ -260,13 +276,18 @@ def main() -> int:
     parser.add_argument("--no-reference", action="store_true", help="skip timing the torch reference")
     parser.add_argument("--sweep", action="store_true", help="time the fused kernels' block sizes (batch 1)")
     parser.add_argument("--profile", action="store_true", help="CUDA kernel times: fused step, 2D losses")
+    parser.add_argument(
+        "--convention", default="metric", choices=("metric", "reference"), help="render.convention to time"
+    )
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args()
+    global CONVENTION
+    CONVENTION = args.convention
     classes = 17
     weights = class_weights_from_counts(torch.logspace(4, 9, classes)).to(args.device)
     cfg = LossConfig()
     device_name = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
-    results = {"device": device_name, "rows": [], "training_terms": []}
+    results = {"device": device_name, "convention": args.convention, "rows": [], "training_terms": []}
     if args.device == "cuda":
         grid, step_size, rays_per_sample, batches = VoxelGrid(), 0.2, 38_400, (1, 2)
         preset_name = "r50-256x704"
@@ -323,7 +344,9 @@ def main() -> int:
                 preset_name, field, rays, weights, args.repeats, args.device, args.profile
             ):
                 results["training_terms"].append(dict(field=kind, batch=batch, **row))
-    setting = f"{rays_per_sample} rays/sample, grid {grid.shape} x {classes}, step {step_size} m"
+    setting = (
+        f"{rays_per_sample} rays/sample, grid {grid.shape} x {classes}, step {step_size} m, {CONVENTION}"
+    )
     config = results.get("config")
     print(f"\n{results['device']}: {setting}" + (f", fused config {config}" if config else ""))
     header = f"{'field':8s} {'B':>2s} {'impl':6s} {'median ms':>10s} {'ms/sample':>10s}"

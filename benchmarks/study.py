@@ -7,12 +7,26 @@ One command generates a synthetic training set (40 scenes x 25 keyframes) and he
 same generator), prepares 2D labels, then trains each setting from the same initialisation for the same
 budget (--iters steps, capped by --budget-s of wall time per setting) and evaluates the EMA weights on the
 held-out scenes: Occ3D mIoU with the camera mask, per-class IoU and RayIoU (SparseOcc's definition, as
-`renderocc eval` computes it). It writes study.json, study.md (the tables) and curves.png (training loss and
-validation mIoU of every setting). An existing --out is reused: data that is already there is not generated
-again, and a setting whose results exist is not trained again (once every setting has its
-OUT/<setting>/result.json, the command only writes the tables and the plot), so the settings can be run in
-separate calls and reported together. A result scored with an earlier RayIoU (before SparseOcc's origins and
-exact traversal) is scored again from the setting's last checkpoint, without training.
+`renderocc eval` computes it). It writes study.json, study.md (the tables), curves.png (training loss and
+validation mIoU of every setting) and steps.png (held-out mIoU against training steps). An existing --out is
+reused: data that is already there is not generated again, and a setting whose results exist is not trained
+again (once every setting has its results, the command only writes the tables and the plots), so the
+settings can be run in separate calls and reported together. A result scored with an earlier RayIoU (before
+SparseOcc's origins and exact traversal) is scored again from the checkpoint it was scored at, without
+training.
+
+Long runs (5x, 15x the 1,600 steps), resumable across calls of limited length:
+
+    python benchmarks/study.py --out runs/study --settings reference-2d 2d --schedule constant \
+        --iters 24000 --eval-at 1600 8000 --budget-s 0 --call-s 420 --val-every 1600
+
+A cosine schedule depends on the run's total steps, so a longer budget cannot continue a shorter run. Under
+--schedule constant (warm-up, then the base lr: the reference release's own schedule, whose step at epoch
+100 of 12 never comes) it can: one run per setting (OUT/SETTING-constant) passes every budget, is evaluated
+on the held-out scenes at each --eval-at step and at --iters, and continues where the last call stopped.
+--call-s caps this call (from its start): training stops at the next step, checkpoints, and the command
+exits with status 3 ("run it again"); the next call resumes from the checkpoint (`renderocc train
+--resume`), bit for bit. A cosine run over another --iters lives in OUT/SETTING-cosineN and resumes alike.
 """
 
 from __future__ import annotations
@@ -20,18 +34,40 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from renderocc.config import Preset, get_preset
 from renderocc.core.classes import OCC3D_CLASSES
+from renderocc.render.conventions import METRIC, convert_density
 
 VERSION = "v1.0-synthetic"
+DEFAULT_ITERS = 1600
+UNFINISHED = 3  # exit status: a run stopped at --call-s; run the same command again
+MIN_CALL_S = 30.0  # less training time than this left in a call: leave the run for the next call
+
+
+@dataclass(frozen=True)
+class OnReferenceScale:
+    """A density (a read-out threshold) stated on the reference convention's scale: the setting gets the
+    density that is exactly as opaque per metre under its own convention."""
+
+    value: float
+
 
 # the reference's ray sampling: class balance exp(0.005 (n_max / n_c - 1)) alone (before 2026-11-24, evening)
 REFERENCE_SAMPLING = {"ray_balance_cell": None, "class_balance_power": 0.0}
 RENDER_ONLY = {"line_of_sight": 0.0, "surface": 0.0, "render_outside_points": True}
+REFERENCE_2D = {
+    "model": {"density_init": None},
+    "data": REFERENCE_SAMPLING,
+    "render": {"convention": "reference"},
+    "loss": RENDER_ONLY | {"free_space": 0.0, "silog_variance_focus": 0.85},
+}
 
 # results whose "ray_origins" differ were scored with an earlier RayIoU and are scored again
 RAYIOU_ORIGINS = "sparseocc"
@@ -66,15 +102,23 @@ SETTINGS: dict[str, tuple[str, dict]] = {
     # the all-voxel prior 10x stronger
     "free-space-1": ("2d", {"loss": {"free_space": 1.0}, "data": REFERENCE_SAMPLING}),
     "footprint-1": ("2d", {"loss": {"ground_footprint": 1}}),
-    # the reference's 2D recipe: every voxel starts transparent, no free-space prior, SILog focus 0.85
-    "reference-2d": (
+    # the reference's 2D recipe, exactly: its rendering conventions (render/conventions.py: samples, units,
+    # voxel centres, depth, 52 m cut, losses per sample), its ray sampling, rendering losses only, SILog focus
+    # 0.85, every voxel starting transparent, read out at its 8.5 (on its density scale)
+    "reference-2d": ("2d", REFERENCE_2D),
+    # the same recipe on this project's metric renderer (the study's reference-2d before 2026-12-01), read
+    # out at the reference's 8.5 carried over to the metric scale (9.42, render.conventions.convert_density)
+    "reference-2d-metric": (
         "2d",
-        {
-            "model": {"density_init": None},
-            "data": REFERENCE_SAMPLING,
-            "loss": RENDER_ONLY | {"free_space": 0.0, "silog_variance_focus": 0.85},
+        REFERENCE_2D
+        | {
+            "render": {"convention": "metric"},
+            "loss": REFERENCE_2D["loss"] | {"occupancy_threshold": OnReferenceScale(8.5)},
         },
     ),
+    # reference-2d without the transparent start: the density head starts at 6 (below the 8.5 read-out), so
+    # rendering gradients reach the density from the first step (d sigma / d density ~ 1e-6 at the start)
+    "reference-2d-warm": ("2d", REFERENCE_2D | {"model": {"density_init": 6.0}}),
 }
 
 
@@ -95,7 +139,15 @@ def setting_preset(base: Preset, name: str) -> tuple[Preset, str]:
     if name not in SETTINGS:
         raise KeyError(f"unknown setting {name!r}; valid: {', '.join(SETTINGS)}")
     supervision, changes = SETTINGS[name]
-    return base.replace(**changes), supervision
+    preset = base.replace(**changes)
+    threshold = preset.loss.occupancy_threshold
+    if isinstance(threshold, OnReferenceScale):
+        r = preset.render
+        value = convert_density(
+            threshold.value, "reference", r.convention, preset.grid, r.step_size, r.density_shift
+        )
+        preset = preset.replace(loss={"occupancy_threshold": value})
+    return preset, supervision
 
 
 def make_data(out: Path, args: argparse.Namespace) -> Path:
@@ -114,55 +166,106 @@ def make_data(out: Path, args: argparse.Namespace) -> Path:
     return dataroot
 
 
-def cached_result(out: Path, name: str) -> dict | None:
-    """A setting's result.json, if it exists and was scored with today's RayIoU."""
-    path = out / name / "result.json"
+def run_name(name: str, args: argparse.Namespace) -> str:
+    """The folder of a setting's run under --out: NAME for the study's default (cosine over 1,600 steps),
+    NAME-constant for the constant schedule (one run for every budget), NAME-cosineN for a cosine over N."""
+    if args.schedule == "constant":
+        return f"{name}-constant"
+    return name if args.iters == DEFAULT_ITERS else f"{name}-cosine{args.iters}"
+
+
+def milestones(args: argparse.Namespace) -> list[int]:
+    """The steps at which a run is scored on the held-out scenes: --eval-at (constant schedule), --iters."""
+    return sorted({*args.eval_at, args.iters})
+
+
+def result_file(run: Path, steps: int, args: argparse.Namespace) -> Path:
+    return run / (f"result-{steps:08d}.json" if args.schedule == "constant" else "result.json")
+
+
+def cached_result(path: Path) -> dict | None:
+    """A result file, if it exists and was scored with today's RayIoU."""
     result = json.loads(path.read_text()) if path.is_file() else None
     return result if result and result.get("ray_origins") == RAYIOU_ORIGINS else None
 
 
-def run_setting(name: str, base: Preset, dataroot: Path | None, out: Path, args: argparse.Namespace) -> dict:
-    """Train one setting and evaluate it on the held-out scenes; cached in out/<name>/result.json.
-
-    A result.json scored with an earlier RayIoU is scored again from the run's last checkpoint.
+def run_setting(
+    name: str, base: Preset, dataroot: Path | None, out: Path, args: argparse.Namespace, deadline: float
+) -> list[dict] | None:
+    """Train one setting and evaluate it on the held-out scenes at each of its milestones; results cached in
+    OUT/<run>/result*.json. None when the call's time ran out first (the run is checkpointed: call again).
     """
-    from renderocc.checkpoint import load_model, resolve_checkpoint
+    from renderocc.checkpoint import latest_checkpoint, load_model, preset_from_dict
     from renderocc.eval.evaluate import evaluate_model, write_json_atomic
     from renderocc.train import TrainOptions, train
     from renderocc.train_utils.data import eval_loader, open_index
 
-    result_file = out / name / "result.json"
-    if (cached := cached_result(out, name)) is not None:
-        return cached
+    run = out / run_name(name, args)
     setting, seed = split_seed(name)
     preset, supervision = setting_preset(base, setting)
-    stale = json.loads(result_file.read_text()) if result_file.is_file() else None
-    if stale is not None:  # scored with an earlier RayIoU: score the trained weights again
-        try:
-            checkpoint = resolve_checkpoint(out / name / "run")
-        except FileNotFoundError:
-            raise FileNotFoundError(
-                f"{result_file} was scored with an earlier RayIoU and {out / name / 'run'} has no checkpoint "
-                "to score again; delete the result.json to train the setting again"
-            ) from None
-        print(f"{name}: scoring {checkpoint} again with SparseOcc's RayIoU")
-    else:
-        opts = TrainOptions(
-            dataroot, out / name / "run", VERSION, supervision=supervision, max_iters=args.iters,
-            device=args.device, seed=args.seed if seed is None else seed, num_workers=args.workers,
-            val_every=args.val_every, val_samples=args.val_samples, time_budget_s=args.budget_s,
+    preset = preset.replace(train={"schedule": args.schedule})
+    stored = run / "run" / "preset.json"  # a setting whose definition changed must not reuse an old run
+    if stored.is_file() and preset_from_dict(json.loads(stored.read_text())) != preset:
+        raise ValueError(
+            f"{run} was trained with another preset than {name!r} has now (its definition changed); move it "
+            "away to train the setting again, or use another --out"
+        )
+    results = []
+    for target in milestones(args):
+        cached = result_file(run, target, args)
+        if (result := cached_result(cached)) is not None:
+            results.append(result)
+            continue
+        stale = json.loads(cached.read_text()) if cached.is_file() else None
+        if stale is not None:  # scored with an earlier RayIoU: score the same weights again
+            checkpoint = run / "run" / "checkpoints" / f"step-{stale['steps']:08d}"
+            if not checkpoint.is_dir():
+                raise FileNotFoundError(
+                    f"{cached} was scored with an earlier RayIoU and {checkpoint} is gone; delete the result "
+                    "file to train the setting again"
+                )
+            print(f"{run.name}: scoring {checkpoint} again with SparseOcc's RayIoU")
+        else:
+            left = deadline - time.monotonic()
+            if left < MIN_CALL_S:
+                return None
+            caps = [cap for cap in (args.budget_s, left) if cap and not math.isinf(cap)]
+            opts = TrainOptions(
+                dataroot, run / "run", VERSION, supervision=supervision, max_iters=target,
+                resume=latest_checkpoint(run / "run") is not None, device=args.device,
+                seed=args.seed if seed is None else seed, num_workers=args.workers, val_every=args.val_every,
+                val_samples=args.val_samples, time_budget_s=min(caps, default=None),
+            )  # fmt: skip
+            checkpoint = train(preset, opts)
+        steps = int(checkpoint.name.removeprefix("step-"))
+        if steps > target:
+            raise ValueError(
+                f"{run / 'run'} is at step {steps}, past {target}; its checkpoint there is gone. Evaluate "
+                f"it at {steps} with --iters {steps}, or use another --out"
+            )
+        if steps < target and time.monotonic() >= deadline - 1.0:
+            print(
+                f"{run.name}: step {steps} of {target} when this call's --call-s ran out; "
+                "run the same command again to continue"
+            )
+            return None
+        # else reached, or stopped at --budget-s: the study's protocol scores it where it stands
+        device = torch.device(args.device)
+        model, preset = load_model(checkpoint, which="ema", device=device)
+        index = open_index(dataroot, VERSION)
+        loader = eval_loader(index, preset.data, "val", 1, args.workers)
+        metrics = evaluate_model(model, loader, preset, index, device, rayiou=True, amp=preset.train.amp)
+        metrics.update(
+            setting=name, run=run.name, supervision=supervision, schedule=args.schedule, steps=steps,
+            convention=preset.render.convention, readout=preset.loss.occupancy_threshold,
         )  # fmt: skip
-        checkpoint = train(preset, opts)
-    device = torch.device(args.device)
-    model, preset = load_model(checkpoint, which="ema", device=device)
-    index = open_index(dataroot, VERSION)
-    loader = eval_loader(index, preset.data, "val", 1, args.workers)
-    metrics = evaluate_model(model, loader, preset, index, device, rayiou=True, amp=preset.train.amp)
-    metrics.update(setting=name, supervision=supervision, steps=int(checkpoint.name.removeprefix("step-")))
-    if args.calibrate or (stale and "calibrated" in stale):
-        metrics["calibrated"] = calibrated_metrics(model, preset, index, loader, device, args)
-    write_json_atomic(result_file, metrics)
-    return metrics
+        if args.calibrate or (stale and "calibrated" in stale):
+            metrics["calibrated"] = calibrated_metrics(model, preset, index, loader, device, args)
+        write_json_atomic(cached, metrics)
+        results.append(metrics)
+        if steps < target:
+            break  # --budget-s ended the run: later milestones are out of reach
+    return results
 
 
 def calibrated_metrics(
@@ -186,8 +289,20 @@ def calibrated_metrics(
     return {"agreement": agreement, **metrics, "per_layer": layered}
 
 
-def curves_png(out: Path, names: list[str]) -> Path:
-    """Training loss and validation mIoU of every setting against the step."""
+def metric_records(run_dir: Path) -> list[dict]:
+    """A run's metrics.jsonl, one record per (step, kind): a run resumed after a kill logs the steps since
+    its last checkpoint twice, and the later record is the one its weights continued from."""
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    records = {}
+    for line in lines:
+        if line.strip():
+            record = json.loads(line)
+            records[(record["step"], "val/miou" in record)] = record
+    return [records[key] for key in sorted(records)]
+
+
+def curves_png(out: Path, runs: list[str]) -> Path:
+    """Training loss and validation mIoU of every run against the step."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -196,9 +311,8 @@ def curves_png(out: Path, names: list[str]) -> Path:
     fig, (ax_loss, ax_miou) = plt.subplots(1, 2, figsize=(13, 5), dpi=110)
     for ax in (ax_loss, ax_miou):
         ax.set_prop_cycle(color=plt.get_cmap("tab20").colors)  # one colour per setting up to 20
-    for name in names:
-        lines = (out / name / "run" / "metrics.jsonl").read_text().splitlines()
-        records = [json.loads(line) for line in lines if line.strip()]
+    for name in runs:
+        records = metric_records(out / name / "run")
         loss = [(r["step"], r["loss"]) for r in records if "loss" in r]
         miou = [(r["step"], r["val/miou"]) for r in records if r.get("val/miou") is not None]
         if loss:
@@ -217,21 +331,74 @@ def curves_png(out: Path, names: list[str]) -> Path:
     return path
 
 
-def tables(results: list[dict], reference: str | None) -> str:
-    """Markdown: the summary per setting, then per-class IoU."""
+def steps_png(out: Path, results: list[dict]) -> Path:
+    """Held-out mIoU against training steps, every run on one axis: the full held-out evaluation at each
+    evaluated step (filled markers; hollow and dashed: read out per height layer, with --calibrate) and
+    the periodic validation during training (thin line, --val-samples frames)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    fig, ax = plt.subplots(figsize=(9, 5.5), dpi=110)
+    colours = plt.get_cmap("tab10").colors
+    runs = list(dict.fromkeys(label(r) for r in results))
+    for i, run in enumerate(runs):
+        colour = colours[i % len(colours)]
+        mine = sorted((r for r in results if label(r) == run), key=lambda r: r["steps"])
+        val = [(r["step"], r["val/miou"]) for r in metric_records(out / run / "run") if "val/miou" in r]
+        if val:
+            ax.plot(*zip(*val), "-", color=colour, alpha=0.35, linewidth=1)
+        ax.plot([r["steps"] for r in mine], [r["miou"] for r in mine], "o-", color=colour, label=run)
+        layered = [(r["steps"], r["calibrated"]["per_layer"]["miou"]) for r in mine if r.get("calibrated")]
+        if layered:
+            ax.plot(*zip(*layered), "o--", color=colour, markerfacecolor="none", label=f"{run}, per layer")
+    ax.set(xlabel="training step", ylabel="held-out mIoU (%)", xscale="log")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    ax.set_title("filled: held-out scenes; thin: periodic validation; hollow: read out per height layer")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    path = out / "steps.png"
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def label(r: dict) -> str:
+    """A result's row name: its run (the setting, with -constant / -cosineN for other schedules)."""
+    return r.get("run", r["setting"])
+
+
+def readout(value: float, r: dict, base: Preset) -> str:
+    """A read-out threshold; under another convention than metric also its metric equivalent, so that
+    thresholds of settings with different conventions can be compared."""
+    convention = r.get("convention", METRIC)
+    if convention == METRIC:
+        return f"{value:.1f}"
+    metric = convert_density(
+        value, convention, METRIC, base.grid, base.render.step_size, base.render.density_shift
+    )
+    return f"{value:.1f} ({convention}; {metric:.1f} metric)"
+
+
+def tables(results: list[dict], reference: str | None, base: Preset) -> str:
+    """Markdown: the summary per run and evaluated step, then per-class IoU."""
 
     def fmt(value) -> str:
         return "-" if value is None or math.isnan(value) else f"{value:.1f}"  # class absent from both
 
     ref = next((r["miou"] for r in results if r["setting"] == reference), None)
     lines = [
-        "| setting | supervision | steps | mIoU | RayIoU | mIoU vs " + (reference or "-") + " |",
-        "|---|---|---|---|---|---|",
+        "| setting | supervision | read-out | steps | mIoU | RayIoU | mIoU vs " + (reference or "-") + " |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in results:
         ratio = f"{100 * r['miou'] / ref:.0f}%" if ref else "-"
+        threshold = readout(r["readout"], r, base) if "readout" in r else "-"
         lines.append(
-            f"| {r['setting']} | {r['supervision']} | {r['steps']} | {fmt(r['miou'])} | "
+            f"| {label(r)} | {r['supervision']} | {threshold} | {r['steps']} | {fmt(r['miou'])} | "
             f"{fmt(r.get('rayiou'))} | {ratio} |"
         )
     calibrated = [r for r in results if r.get("calibrated")]
@@ -247,27 +414,27 @@ def tables(results: list[dict], reference: str | None) -> str:
 
         lines += [
             "",
-            "| setting | read-out chosen from 2D labels | mIoU | RayIoU | mIoU vs "
+            "| setting | steps | read-out chosen from 2D labels | mIoU | RayIoU | mIoU vs "
             f"{reference or '-'}, same rule |",
-            "|---|---|---|---|---|",
+            "|---|---|---|---|---|---|",
         ]
         for r in calibrated:
             c = r["calibrated"]
             lines.append(
-                f"| {r['setting']} | {c['agreement']['threshold']:.1f} | {fmt(c['miou'])} | "
-                f"{fmt(c.get('rayiou'))} | {versus(c['miou'], 'global')} |"
+                f"| {label(r)} | {r['steps']} | {readout(c['agreement']['threshold'], r, base)} | "
+                f"{fmt(c['miou'])} | {fmt(c.get('rayiou'))} | {versus(c['miou'], 'global')} |"
             )
             if "per_layer" in c:
                 layers = " ".join(f"{t:g}" for t in c["agreement"]["layer_thresholds"])
                 lines.append(
-                    f"| {r['setting']} | per z layer: {layers} | {fmt(c['per_layer']['miou'])} | "
+                    f"| {label(r)} | {r['steps']} | per z layer: {layers} | {fmt(c['per_layer']['miou'])} | "
                     f"{fmt(c['per_layer'].get('rayiou'))} | {versus(c['per_layer']['miou'], 'per layer')} |"
                 )
     names = OCC3D_CLASSES[:17]
-    lines += ["", "| setting | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    lines += ["", "| setting | steps | " + " | ".join(names) + " |", "|---" * (len(names) + 2) + "|"]
     for r in results:
         per_class = " | ".join(fmt(r["per_class_iou"].get(n)) for n in names)
-        lines.append(f"| {r['setting']} | {per_class} |")
+        lines.append(f"| {label(r)} | {r['steps']} | {per_class} |")
     return "\n".join(lines)
 
 
@@ -285,8 +452,25 @@ def main() -> None:
     parser.add_argument("--val-scenes", type=int, default=6)
     parser.add_argument("--frames", type=int, default=25, help="keyframes per scene")
     parser.add_argument("--image-size", type=int, nargs=2, default=(450, 800), metavar=("H", "W"))
-    parser.add_argument("--iters", type=int, default=1600, help="training steps per setting")
-    parser.add_argument("--budget-s", type=float, default=250.0, help="wall-time cap of training per setting")
+    parser.add_argument("--iters", type=int, default=DEFAULT_ITERS, help="training steps per setting")
+    parser.add_argument(
+        "--schedule", default="cosine", choices=("cosine", "constant"),
+        help="lr after warm-up: cosine to 1%% at --iters (the preset's), or constant (the reference's; "
+        "one run per setting serves every budget, see --eval-at)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--eval-at", type=int, nargs="+", default=[], metavar="STEP",
+        help="with --schedule constant: also evaluate on the held-out scenes at these steps on the way",
+    )  # fmt: skip
+    parser.add_argument(
+        "--budget-s", type=float, default=250.0,
+        help="wall-time cap of training per setting, after which it is scored where it stands; 0: none",
+    )  # fmt: skip
+    parser.add_argument(
+        "--call-s", type=float, default=0.0,
+        help="wall time of this call after which training checkpoints and the command exits with status "
+        f"{UNFINISHED}; the same command continues the runs (needs --budget-s 0); 0: none",
+    )  # fmt: skip
     parser.add_argument("--val-every", type=int, default=400)
     parser.add_argument("--val-samples", type=int, default=32, help="frames of the periodic validation")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -302,26 +486,52 @@ def main() -> None:
     )
     parser.add_argument("--data-only", action="store_true", help="generate and prepare the data, then stop")
     args = parser.parse_args()
+    started = time.monotonic()
     if args.train_scenes < 1 or args.val_scenes < 1 or args.frames < 2:
         parser.error("need at least 1 training scene, 1 held-out scene and 2 frames per scene")
+    if args.eval_at and args.schedule != "constant":
+        parser.error("--eval-at needs --schedule constant: a cosine run is only finished at --iters")
+    if any(not 0 < step < args.iters for step in args.eval_at):
+        parser.error(f"--eval-at steps must lie between 0 and --iters {args.iters}")
+    if args.call_s and args.budget_s:
+        parser.error(
+            "--call-s continues runs across calls, which a cap per setting cannot follow: add --budget-s 0"
+        )
+    if args.eval_at and args.budget_s:
+        parser.error("--eval-at evaluates fixed steps, which --budget-s would cut short: add --budget-s 0")
 
     base = get_preset(args.preset)
     args.out.mkdir(parents=True, exist_ok=True)
-    pending = [name for name in args.settings if cached_result(args.out, name) is None]
+    pending = [
+        name for name in args.settings
+        if any(cached_result(result_file(args.out / run_name(name, args), m, args)) is None
+               for m in milestones(args))
+    ]  # fmt: skip
     dataroot = make_data(args.out, args) if pending or args.data_only else None
     if args.data_only:
         print(f"data ready under {dataroot}")
         return
-    results = [run_setting(name, base, dataroot, args.out, args) for name in args.settings]
+    deadline = started + args.call_s if args.call_s else math.inf
+    results, unfinished = [], []
+    for name in args.settings:
+        done = run_setting(name, base, dataroot, args.out, args, deadline)
+        if done is None:
+            unfinished.append(run_name(name, args))
+        else:
+            results += done
+    if unfinished:
+        print(f"unfinished: {', '.join(unfinished)}; run the same command again to continue")
+        sys.exit(UNFINISHED)
     if args.no_report:
         return
     reference = "3d" if "3d" in args.settings else None
-    text = tables(results, reference)
+    text = tables(results, reference, base)
     (args.out / "study.json").write_text(json.dumps(results, indent=2))
     (args.out / "study.md").write_text(text + "\n")
-    curves = curves_png(args.out, args.settings)
+    curves = curves_png(args.out, list(dict.fromkeys(label(r) for r in results)))
+    steps = steps_png(args.out, results)
     print(text)
-    print(f"\nwrote {args.out / 'study.json'}, {args.out / 'study.md'} and {curves}")
+    print(f"\nwrote {args.out / 'study.json'}, {args.out / 'study.md'}, {curves} and {steps}")
 
 
 if __name__ == "__main__":

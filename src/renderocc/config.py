@@ -71,12 +71,19 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class RenderConfig:
-    """Volume rendering: sample spacing, density shift, skipping of negligible samples."""
+    """Volume rendering: conventions, sample spacing, density shift, skipping of negligible samples."""
 
     step_size: float = 0.2  # metres; half a 0.4 m voxel
     density_shift: float = -13.815510557964274  # log(1 / (1 - 1e-6) - 1): density 0 is transparent
     skip_threshold: float = 1e-7  # samples whose alpha or weight falls below this are skipped
     implementation: str = "auto"  # "auto" (fused on CUDA), "torch", "triton"
+    # "metric": samples through the grid box every step_size metres, extinction softplus(density + shift) per
+    # metre, metric depth. "reference": the published release's (render/conventions.py): samples from the ray
+    # origin inside a 39 m sphere plus a background shell, step_size counted in voxels (the same density 2.5x
+    # as opaque per metre), its voxel centres, zero outside the box, stop at transmittance 1e-3, depth
+    # 39 t / (1 + t), rays beyond 52 m dropped, losses per sample. Densities (read-out threshold included)
+    # are on the convention's scale: the reference's 8.5 is 9.42 under "metric" (conventions.convert_density)
+    convention: str = "metric"
 
 
 @dataclass(frozen=True)
@@ -110,7 +117,10 @@ class LossConfig:
     lidar_depth: float = 0.05  # auxiliary loss on the view transformer's depth distribution
     occupancy_3d: float = 1.0  # 3D free/occupied CE (only with 3d supervision)
     semantic_3d: float = 1.0  # 3D semantics of occupied voxels (only with 3d supervision)
-    occupancy_threshold: float = 8.5  # read-out: occupied where density > this; also the 3D BCE boundary
+    # read-out: occupied where density > this; also the 3D BCE boundary and the free-space terms' threshold. A
+    # density on the scale of render.convention: 8.5 under "reference" is the published read-out, 8.5 under
+    # "metric" is the reference's 7.58 (render.conventions.convert_density)
+    occupancy_threshold: float = 8.5
     # read-out thresholds per height layer (one per z layer, lowest first) in place of occupancy_threshold;
     # `renderocc calibrate` chooses them from 2D labels (Preset.with_readout)
     readout_thresholds: tuple[float, ...] | None = None

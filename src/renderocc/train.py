@@ -122,30 +122,29 @@ def rendered_losses(
     [B, X, Y, Z, K], the free-space priors and the voxels that hold the rays' LiDAR points."""
     from renderocc.render import volume_render
     from renderocc.render.losses import (
-        ends_outside_grid,
         free_space_prior,
         line_of_sight_free_space,
+        rendered_rays,
         rendering_losses,
         surface_losses,
     )
 
-    r = preset.render
+    r, cfg, grid = preset.render, preset.loss, preset.grid
+    scored = rendered_rays(batch, grid, cfg, r.convention)  # only these are rendered
     rendered = volume_render(
         density,
         semantics,
         batch["rays_o"],
         batch["rays_d"],
-        preset.grid,
+        grid,
         r.step_size,
         r.density_shift,
         r.skip_threshold,
         r.implementation,
+        r.convention,
+        scored["ray_valid"],
     )
-    cfg, grid = preset.loss, preset.grid
-    rendered_rays = batch
-    if not cfg.render_outside_points:
-        rendered_rays = batch | {"ray_valid": batch["ray_valid"].bool() & ~ends_outside_grid(batch, grid)}
-    losses = rendering_losses(rendered, rendered_rays, cfg, class_weights)
+    losses = rendering_losses(rendered, scored, cfg, class_weights, r.convention)
     threshold = cfg.occupancy_threshold
     if cfg.free_space:
         losses["free_space"] = cfg.free_space * free_space_prior(density, threshold)

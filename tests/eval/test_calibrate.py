@@ -6,6 +6,7 @@ import math
 
 import torch
 
+from renderocc.config import get_preset
 from renderocc.core.grid import VoxelGrid
 from renderocc.eval.calibrate import (
     FREE_VOTE,
@@ -13,6 +14,7 @@ from renderocc.eval.calibrate import (
     agreement_counts,
     agreement_iou,
     calibrate,
+    on_metric_scale,
     ray_votes,
 )
 
@@ -123,3 +125,10 @@ def test_calibrate_picks_a_threshold_per_layer_and_falls_back_where_votes_are_fe
     assert result["layer_votes"] == per_layer.tolist() and per_layer[0] > 10 and per_layer[4] == 5
     # layers 1, 3, 5 have no occupied votes and layer 4 too few: the global threshold there
     assert result["layer_thresholds"] == [2.0, 9.0, 9.0, 9.0, 9.0, 9.0]
+
+
+def test_thresholds_of_the_reference_convention_are_shown_on_the_metric_scale_too():
+    preset = get_preset("r50-256x704")
+    assert on_metric_scale(8.5, preset) == ""  # the metric convention's own scale
+    shown = on_metric_scale(8.5, preset.replace(render={"convention": "reference"}))
+    assert "reference convention; 9.42 on the metric scale" in shown

@@ -12,8 +12,10 @@ from renderocc.render import volume_render
 triton = pytest.importorskip("triton")
 
 
-def test_fused_matches_reference_under_interpreter():
-    """Forward and backward of the Triton kernels, run by the Triton interpreter on the CPU.
+@pytest.mark.parametrize("convention, cases", [("metric", 4), ("reference", 1)])
+def test_fused_matches_reference_under_interpreter(convention, cases):
+    """Forward and backward of the Triton kernels, run by the Triton interpreter on the CPU, against the
+    PyTorch renderer under each rendering convention.
 
     In a subprocess: TRITON_INTERPRET must be set before triton is imported, and must not leak into
     the other tests of this session.
@@ -22,9 +24,11 @@ def test_fused_matches_reference_under_interpreter():
     src = str(Path(__file__).parents[2] / "src")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
     script = Path(__file__).with_name("render_fused_check.py")
-    proc = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, str(script), convention], env=env, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert proc.stdout.count(" ok") == 4, proc.stdout
+    assert proc.stdout.count(" ok") == cases, proc.stdout
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only error")

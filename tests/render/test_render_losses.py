@@ -13,6 +13,7 @@ from renderocc.render.losses import (
     ends_outside_grid,
     free_space_prior,
     line_of_sight_free_space,
+    rendered_rays,
     rendering_losses,
     silog_loss,
     surface_losses,
@@ -291,6 +292,40 @@ def test_rendering_losses_ignore_invalid_rays():
     batch["ray_valid"][:] = False
     empty = rendering_losses(out, batch, LossConfig())
     assert all(v.item() == 0 for v in empty.values())
+
+
+def test_reference_losses_loop_over_the_samples_of_the_batch():
+    """Under the "reference" convention every term is taken per batch element, over its rays with a depth
+    label of at most 52 m, then averaged over the elements, with the reference's formulas written out."""
+    out, batch = fake_render(batch=3, rays=7, seed=4)
+    batch["ray_depth"][0, :2] = torch.tensor([60.0, 0.0])  # beyond 52 m; no depth label
+    batch["ray_valid"][1, 5:] = False  # padding
+    batch["ray_valid"][2, :] = False  # an element without rays scores 0 and still counts in the mean
+    weights = torch.tensor([0.5, 1.0, 2.0, 1.5])
+    # rendering losses only, every labelled ray (the reference's 2D recipe)
+    cfg = LossConfig(silog_variance_focus=0.85, render_outside_points=True)
+    grid = VoxelGrid()
+    scored = rendered_rays(batch, grid, cfg, "reference")
+    assert scored["ray_valid"][0].tolist() == [False, False] + [True] * 5
+    losses = rendering_losses(out, scored, cfg, weights, convention="reference")
+
+    per_sample = {"depth": [], "semantic": [], "entropy": [], "distortion": []}
+    for b in range(2):
+        keep = scored["ray_valid"][b]
+        d = torch.log(out.depth[b][keep] + 1e-7) - torch.log(batch["ray_depth"][b][keep])
+        per_sample["depth"].append(torch.sqrt((d**2).mean() - 0.85 * d.mean() ** 2))
+        per_sample["semantic"].append(
+            F.cross_entropy(out.semantics[b][keep], batch["ray_class"][b][keep], weight=weights)
+        )
+        per_sample["entropy"].append(transmittance_entropy(out.opacity[b][keep]).mean())
+        per_sample["distortion"].append(out.distortion[b][keep].mean())
+    scale = {"depth": 1.0, "semantic": 1.0, "entropy": 0.01, "distortion": 0.01}
+    for name, values in per_sample.items():
+        torch.testing.assert_close(losses[name], scale[name] * sum(values) / 3)
+    # the metric convention pools all rays instead, and keeps the depth-less ray for its class
+    pooled = rendering_losses(out, rendered_rays(batch, grid, cfg), cfg, weights)
+    assert not torch.allclose(pooled["semantic"], losses["semantic"])
+    assert rendered_rays(batch, grid, cfg)["ray_valid"][0, 1]
 
 
 def test_pool_voxel_labels_to_a_coarser_grid():

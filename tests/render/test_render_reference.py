@@ -4,6 +4,7 @@ from render_naive import naive_render
 
 from renderocc.core.grid import VoxelGrid
 from renderocc.render import volume_render
+from renderocc.render.conventions import resolve
 from renderocc.render.reference import render_reference
 from renderocc.render.sampling import ray_box_intersection, sample_counts
 
@@ -52,8 +53,10 @@ def test_gradcheck_float64():
     num_samples = sample_counts(t_near, t_far, 0.3)
     assert (num_samples > 0).all()
 
+    conv = resolve("metric", grid, 0.3, 0.0)
+
     def render(d, s):
-        out = render_reference(d, s, rays_o, rays_d, t_near, num_samples, grid, 0.3, SHIFT, 0.0)
+        out = render_reference(d, s, rays_o, rays_d, t_near, num_samples, grid, conv, SHIFT, 0.0)
         return out.depth, out.semantics, out.opacity, out.distortion
 
     assert torch.autograd.gradcheck(render, (density, semantics), eps=1e-6, atol=1e-6)
@@ -66,7 +69,8 @@ def test_chunked_render_matches_single_chunk_forward_and_backward():
     results = []
     for budget in (1 << 20, 64):  # the small budget renders one ray per chunk, checkpointed
         d, s = density.clone().requires_grad_(), semantics.clone().requires_grad_()
-        out = render_reference(d, s, rays_o, rays_d, t_near, num_samples, GRID, 0.2, SHIFT, 1e-7, budget)
+        conv = resolve("metric", GRID, 0.2, 1e-7)
+        out = render_reference(d, s, rays_o, rays_d, t_near, num_samples, GRID, conv, SHIFT, 1e-7, budget)
         (out.depth.sum() + out.semantics.square().sum() + out.distortion.sum()).backward()
         results.append([*(getattr(out, f) for f in FIELDS), d.grad, s.grad])
     for a, b in zip(*results):

@@ -44,6 +44,32 @@ def test_rays_to_points_outside_the_grid_are_left_to_the_free_space_terms():
     assert rendered_losses(density, semantics, batch, as_reference, weights)["depth"] != losses["depth"]
 
 
+def test_reference_convention_renders_only_rays_labelled_within_52_m():
+    preset = tiny_preset().replace(render={"convention": "reference"}, loss={"render_outside_points": True})
+    g = torch.Generator().manual_seed(1)
+    density = (torch.rand(2, *preset.grid.shape, generator=g) * 20).requires_grad_()
+    semantics = torch.randn(2, *preset.grid.shape, 17, generator=g)
+    rays_o = torch.tensor([0.0, 0.0, 1.5]).expand(2, 3, 3)
+    rays_d = torch.nn.functional.normalize(
+        torch.tensor([[1.0, 0.2, -0.05], [0.3, 1.0, -0.1], [1.0, -1.0, 0.0]]), dim=-1
+    )
+    batch = {
+        "rays_o": rays_o,
+        "rays_d": rays_d.expand(2, 3, 3),
+        "ray_depth": torch.tensor([[20.0, 30.0, 60.0], [12.0, 35.0, 60.0]]),
+        "ray_class": torch.tensor([[11, 15, 16], [4, 15, 16]]),
+        "ray_valid": torch.ones(2, 3, dtype=torch.bool),
+    }
+    weights = torch.ones(17)
+    losses = rendered_losses(density, semantics, batch, preset, weights)
+    within = {k: v[:, :2] for k, v in batch.items()}
+    expected = rendered_losses(density, semantics, within, preset, weights)
+    for name in ("depth", "semantic", "entropy", "distortion"):  # the rendering terms; not the LiDAR point's
+        torch.testing.assert_close(losses[name], expected[name])
+    sum(losses.values()).backward()
+    assert density.grad.abs().sum() > 0
+
+
 def options(prepared, out, **kwargs) -> TrainOptions:
     return TrainOptions(
         prepared.dataroot, out, index_dir=prepared.root, progress=False, device="cpu", **kwargs

@@ -9,7 +9,8 @@ occupied, the voxels the ray crosses before it (clear of the surface, `render.lo
 free. The threshold whose read-out agrees best with those votes (IoU of occupied votes) is printed, over
 the whole grid and per z layer (the density scale differs with height: the ground layer, seen at grazing
 angles, holds lower densities than walls); pass either to `renderocc eval` / `infer` as --threshold, or
-the --json file as --readout.
+the --json file as --readout. Thresholds are densities on the scale of the checkpoint's render.convention;
+for another than "metric" the metric equivalent is printed beside (render.conventions.convert_density).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from tqdm import tqdm
 from renderocc.config import PRESETS, Preset, get_preset
 from renderocc.core.grid import VoxelGrid
 from renderocc.data.batch import Batch, batch_to
+from renderocc.render.conventions import METRIC, convert_density
 from renderocc.render.losses import ends_inside_grid, free_points, labelled_points
 
 FREE_VOTE, OCCUPIED_VOTE = 1, 2
@@ -144,12 +146,22 @@ def load_readout(path: str | Path) -> list[float]:
     return [float(t) for t in result["layer_thresholds"]]
 
 
+def on_metric_scale(threshold: float, preset: Preset) -> str:
+    """' (... X on the metric scale)' for a threshold of a checkpoint rendered under another convention."""
+    r = preset.render
+    if r.convention == METRIC:
+        return ""
+    value = convert_density(threshold, r.convention, METRIC, preset.grid, r.step_size, r.density_shift)
+    return f" ({r.convention} convention; {value:.2f} on the metric scale)"
+
+
 def add_readout_arguments(parser: argparse.ArgumentParser) -> None:
     """--threshold / --readout of the commands that read out a checkpoint (eval, infer)."""
     readout = parser.add_mutually_exclusive_group()
     readout.add_argument(
         "--threshold", type=float, nargs="+", default=None, metavar="T",
-        help="read-out density threshold, or one per z layer (default: the preset's)",
+        help="read-out density threshold, or one per z layer (default: the preset's); a density on the scale "
+        "of the checkpoint's render.convention (the reference's 8.5 is 9.42 under 'metric')",
     )  # fmt: skip
     readout.add_argument(
         "--readout", default=None, metavar="JSON",
@@ -202,16 +214,18 @@ def run(args: argparse.Namespace) -> int:
     thresholds = torch.tensor(DEFAULT_THRESHOLDS)
     result = calibrate(model, loader, preset, device, thresholds, amp=preset.train.amp)
     result.update(
-        checkpoint=str(checkpoint), split=args.split, preset_threshold=preset.loss.occupancy_threshold
-    )
+        checkpoint=str(checkpoint), split=args.split, preset_threshold=preset.loss.occupancy_threshold,
+        convention=preset.render.convention,
+    )  # fmt: skip
     for t, iou in zip(result["thresholds"], result["ious"]):
         best = t == result["threshold"]
         if t == int(t) or best:  # the whole thresholds and the best: the curve without the clutter
             print(f"threshold {t:5.1f}: agreement IoU {iou:.3f}" + ("  <- best" if best else ""))
+    best = result["threshold"]
     print(
-        f"best read-out threshold {result['threshold']:.1f} (agreement IoU {result['iou']:.3f} over "
-        f"{result['frames']} {args.split} frames; the preset's is {preset.loss.occupancy_threshold}); "
-        f"use it with `renderocc eval --threshold {result['threshold']:.1f}`"
+        f"best read-out threshold {best:.1f}{on_metric_scale(best, preset)} (agreement IoU "
+        f"{result['iou']:.3f} over {result['frames']} {args.split} frames; the preset's is "
+        f"{preset.loss.occupancy_threshold}); use it with `renderocc eval --threshold {best:.1f}`"
     )
     layers = " ".join(f"{t:.1f}" for t in result["layer_thresholds"])
     print(

@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 
 from renderocc.core.grid import VoxelGrid
+from renderocc.render.conventions import Convention, constant, render_output
 from renderocc.render.output import RenderOutput
 
 try:
@@ -28,66 +29,80 @@ def triton_available() -> bool:
     return triton is not None
 
 
-def _launch_args(grid: VoxelGrid, step_size: float, density_shift: float, skip_threshold: float) -> tuple:
-    nx, ny, nz = grid.shape
-    lox, loy, loz = (float(v) for v in grid.lower)
+def _launch_args(grid: VoxelGrid, conv: Convention, density_shift: float, skip_threshold: float) -> tuple:
+    """The kernels' scalar arguments after R and C: grid shape, interpolation frame, sampling and units."""
     return (
-        nx,
-        ny,
-        nz,
-        lox,
-        loy,
-        loz,
-        float(grid.voxel_size),
-        float(step_size),
+        *grid.shape,
+        *(float(v) for v in conv.origin),
+        *(float(v) for v in conv.scale),
+        float(conv.step_size),
+        float(conv.interval),
         float(density_shift),
         float(skip_threshold),
+        float(conv.stop_transmittance),
+        float(conv.background),
+        float(conv.merge_distance),
+        float(conv.radius),
     )
 
 
 class _FusedRender(torch.autograd.Function):
-    """Autograd wrapper of the two kernels; float32 contiguous inputs, rays already intersected."""
+    """Autograd wrapper of the two kernels; float32 contiguous inputs, rays already intersected.
+
+    Returns the raw per-ray sums (see `kernels`): sum w x, semantics, opacity, pair sum, sum w^2, count.
+    """
 
     @staticmethod
-    def forward(ctx, density, semantics, rays_o, rays_d, t_near, num_samples, geometry):
+    def forward(ctx, density, semantics, rays_o, rays_d, t_near, num_samples, t_table, geometry, reference):
         b, r = t_near.shape
         c = semantics.shape[-1]
         depth = torch.empty(b, r, device=density.device, dtype=torch.float32)
         sem = torch.empty(b, r, c, device=density.device, dtype=torch.float32)
-        opacity = torch.empty_like(depth)
-        distortion = torch.empty_like(depth)
+        opacity, pairs, squares = torch.empty_like(depth), torch.empty_like(depth), torch.empty_like(depth)
+        count = torch.empty(b, r, device=density.device, dtype=torch.int32)
         launch = (triton.cdiv(r, BLOCK_RAYS), b)
         render_fwd_kernel[launch](
-            density, semantics, rays_o, rays_d, t_near, num_samples,
-            depth, sem, opacity, distortion, r, c, *geometry,
-            BLOCK_R=BLOCK_RAYS, BLOCK_C=triton.next_power_of_2(c), num_warps=NUM_WARPS,
+            density, semantics, rays_o, rays_d, t_near, num_samples, t_table,
+            depth, sem, opacity, pairs, squares, count, r, c, *geometry,
+            BLOCK_R=BLOCK_RAYS, BLOCK_C=triton.next_power_of_2(c), REFERENCE=reference, num_warps=NUM_WARPS,
         )  # fmt: skip
-        ctx.geometry = geometry
+        ctx.geometry, ctx.reference = geometry, reference
+        ctx.mark_non_differentiable(count)
         ctx.save_for_backward(
-            density, semantics, rays_o, rays_d, t_near, num_samples, depth, sem, opacity, distortion
+            density,
+            semantics,
+            rays_o,
+            rays_d,
+            t_near,
+            num_samples,
+            t_table,
+            depth,
+            sem,
+            opacity,
+            pairs,
+            squares,
         )
-        return depth, sem, opacity, distortion
+        return depth, sem, opacity, pairs, squares, count
 
     @staticmethod
-    def backward(ctx, g_depth, g_sem, g_opacity, g_distortion):
-        density, semantics, rays_o, rays_d, t_near, num_samples, depth, sem, opacity, distortion = (
-            ctx.saved_tensors
-        )
+    def backward(ctx, g_depth, g_sem, g_opacity, g_pairs, g_squares, _g_count):
+        density, semantics, rays_o, rays_d, t_near, num_samples, t_table, *outputs = ctx.saved_tensors
         b, r = t_near.shape
         c = semantics.shape[-1]
         grads = [
             torch.zeros_like(ref) if g is None else g.float().contiguous()
-            for g, ref in ((g_depth, depth), (g_sem, sem), (g_opacity, opacity), (g_distortion, distortion))
+            for g, ref in zip((g_depth, g_sem, g_opacity, g_pairs, g_squares), outputs)
         ]
         grad_density = torch.zeros_like(density)
         grad_semantics = torch.zeros_like(semantics)
         launch = (triton.cdiv(r, BLOCK_RAYS), b)
         render_bwd_kernel[launch](
-            density, semantics, rays_o, rays_d, t_near, num_samples,
-            depth, sem, opacity, distortion, *grads, grad_density, grad_semantics, r, c, *ctx.geometry,
-            BLOCK_R=BLOCK_RAYS, BLOCK_C=triton.next_power_of_2(c), num_warps=NUM_WARPS,
+            density, semantics, rays_o, rays_d, t_near, num_samples, t_table,
+            *outputs, *grads, grad_density, grad_semantics, r, c, *ctx.geometry,
+            BLOCK_R=BLOCK_RAYS, BLOCK_C=triton.next_power_of_2(c), REFERENCE=ctx.reference,
+            num_warps=NUM_WARPS,
         )  # fmt: skip
-        return grad_density, grad_semantics, None, None, None, None, None
+        return grad_density, grad_semantics, None, None, None, None, None, None, None
 
 
 def render_fused(
@@ -98,11 +113,12 @@ def render_fused(
     t_near: torch.Tensor,
     num_samples: torch.Tensor,
     grid: VoxelGrid,
-    step_size: float,
+    conv: Convention,
     density_shift: float,
     skip_threshold: float,
 ) -> RenderOutput:
-    """Fused renderer on validated inputs (see `volume_render`); t_near [B, R], num_samples int32 [B, R].
+    """Fused renderer on validated inputs (see `volume_render`); t_near [B, R], num_samples int32 [B, R]
+    (for the "reference" convention rays_o in units of conv.radius around conv.center, t_near unused).
 
     Inputs are computed in float32 and gradients returned in the inputs' dtype.
     """
@@ -112,14 +128,17 @@ def render_fused(
         raise ValueError(
             "volume_render: semantics has 2**31 or more elements (int32 offsets); split the batch"
         )
-    geometry = _launch_args(grid, step_size, density_shift, skip_threshold)
-    depth, sem, opacity, distortion = _FusedRender.apply(
+    # the reference's sample distances (one small table, read by every ray); the metric kernel ignores it
+    t_table = constant(conv.t or (0.0,), density.device, torch.float32)
+    outputs = _FusedRender.apply(
         density.float().contiguous(),
         semantics.float().contiguous(),
         rays_o.float().contiguous(),
         rays_d.float().contiguous(),
         t_near.float().contiguous(),
         num_samples.to(torch.int32).contiguous(),
-        geometry,
+        t_table,
+        _launch_args(grid, conv, density_shift, skip_threshold),
+        conv.reference,
     )
-    return RenderOutput(depth=depth, semantics=sem, opacity=opacity, distortion=distortion)
+    return render_output(conv, *outputs)

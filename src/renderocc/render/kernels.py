@@ -7,14 +7,23 @@ per-ray values in 1-D tensors, which Triton lays out unlike the tile rows, made 
 H100). The program walks the
 samples in order, interpolates density and logits from the grids and keeps transmittance, weight sums
 and the semantic accumulator in registers; nothing per sample is written to global memory, and a block
-stops once every ray in it is opaque (transmittance below the skip threshold, after which every weight
-would be skipped anyway, so stopping is exact).
+stops once every ray in it has stopped (transmittance below `stop`: the skip threshold for the metric
+convention, after which every weight would be skipped anyway, so stopping is exact; 1e-3 for the
+reference's).
 
 The backward pass replays the samples in the same order. With g_i = dL/dw_i (known per sample from the
 output gradients and the running prefix sums), dL/dtau_k = g_k T_(k+1) - sum_(i>k) g_i w_i, and the
 suffix sum is total - prefix, where total = sum_i g_i w_i comes from the forward outputs (for the
-distortion D, sum_i w_i dD/dw_i = 2 D since D is quadratic in w). Gradients reach the grids by atomic
-adds at the eight interpolation corners.
+distortion's pair sum P and the sum of squares Q, sum_i w_i dP/dw_i = 2 P since P is quadratic in w, and
+so for Q). Gradients reach the grids by atomic adds at the eight interpolation corners.
+
+Both rendering conventions (`render.conventions`) run through the same kernels; REFERENCE (a constexpr)
+selects where the samples lie (`_metric_position` or `_reference_position`), how the grids are read
+(clamp-to-edge or zero outside, `_corner_frame`) and the depth coordinate x (metres, or R t / (1 + t)).
+The rest takes launch arguments: `interval` (tau = softplus(density + shift) * interval), `stop` (the
+transmittance a ray stops at). The kernels return the raw sums over each ray's kept samples: sum w x,
+sum w logits, sum w, the distortion's pair sum sum_ij w_i w_j |x_i - x_j|, sum w^2 and the kept count;
+`conventions.render_output` turns them into the convention's depth and distortion.
 """
 
 from __future__ import annotations
@@ -38,19 +47,45 @@ def _one_minus_exp_neg(x):
 
 
 @triton.jit
-def _corner_frame(t, ox, oy, oz, dx, dy, dz, lox, loy, loz, voxel_size, NX, NY, NZ):
-    """Base flat index, per-axis corner strides and fractions of points o + t d (clamp-to-edge)."""
-    ux = tl.minimum(tl.maximum((ox + t * dx - lox) / voxel_size - 0.5, 0.0), NX - 1.0)
-    uy = tl.minimum(tl.maximum((oy + t * dy - loy) / voxel_size - 0.5, 0.0), NY - 1.0)
-    uz = tl.minimum(tl.maximum((oz + t * dz - loz) / voxel_size - 0.5, 0.0), NZ - 1.0)
-    ix = tl.minimum(ux.to(tl.int32), NX - 1)
-    iy = tl.minimum(uy.to(tl.int32), NY - 1)
-    iz = tl.minimum(uz.to(tl.int32), NZ - 1)
+def _corner_frame(qx, qy, qz, orx, ory, orz, scx, scy, scz, NX, NY, NZ, ZERO_OUTSIDE: tl.constexpr):
+    """Base flat index, per-axis corner strides and fractions of points q at continuous voxel-centre index
+    u = (q - origin) * scale, and (ZERO_OUTSIDE) which corners lie in the grid, as bits for `_inside`.
+    Clamp-to-edge, or ZERO_OUTSIDE: corners outside the grid read 0 (the caller masks them; the base
+    index may then lie outside the grid, but a corner inside it is still base + its strides)."""
+    ux = (qx - orx) * scx
+    uy = (qy - ory) * scy
+    uz = (qz - orz) * scz
+    if ZERO_OUTSIDE:
+        ux0 = tl.floor(ux)
+        uy0 = tl.floor(uy)
+        uz0 = tl.floor(uz)
+        ix = ux0.to(tl.int32)
+        iy = uy0.to(tl.int32)
+        iz = uz0.to(tl.int32)
+        fx, fy, fz = ux - ux0, uy - uy0, uz - uz0
+        # bit 2a: the lower corner on axis a lies in the grid; bit 2a + 1: the upper one
+        inside = (
+            ((ix >= 0) & (ix < NX)).to(tl.int32)
+            + ((ix >= -1) & (ix < NX - 1)).to(tl.int32) * 2
+            + ((iy >= 0) & (iy < NY)).to(tl.int32) * 4
+            + ((iy >= -1) & (iy < NY - 1)).to(tl.int32) * 8
+            + ((iz >= 0) & (iz < NZ)).to(tl.int32) * 16
+            + ((iz >= -1) & (iz < NZ - 1)).to(tl.int32) * 32
+        )
+    else:
+        ux = tl.minimum(tl.maximum(ux, 0.0), NX - 1.0)
+        uy = tl.minimum(tl.maximum(uy, 0.0), NY - 1.0)
+        uz = tl.minimum(tl.maximum(uz, 0.0), NZ - 1.0)
+        ix = tl.minimum(ux.to(tl.int32), NX - 1)
+        iy = tl.minimum(uy.to(tl.int32), NY - 1)
+        iz = tl.minimum(uz.to(tl.int32), NZ - 1)
+        fx, fy, fz = ux - ix.to(tl.float32), uy - iy.to(tl.float32), uz - iz.to(tl.float32)
+        inside = tl.zeros_like(ix)  # unused: every corner is in the grid
     base = (ix * NY + iy) * NZ + iz
     sx = tl.where(ix < NX - 1, NY * NZ, 0)
     sy = tl.where(iy < NY - 1, NZ, 0)
     sz = tl.where(iz < NZ - 1, 1, 0)
-    return base, sx, sy, sz, ux - ix.to(tl.float32), uy - iy.to(tl.float32), uz - iz.to(tl.float32)
+    return base, sx, sy, sz, fx, fy, fz, inside
 
 
 @triton.jit
@@ -63,6 +98,47 @@ def _corner(j: tl.constexpr, base, sx, sy, sz, fx, fy, fz):
     wy = fy * by + (1.0 - fy) * (1 - by)
     wz = fz * bz + (1.0 - fz) * (1 - bz)
     return base + sx * bx + sy * by + sz * bz, wx * wy * wz
+
+
+@triton.jit
+def _inside(j: tl.constexpr, inside):
+    """Whether corner j lies in the grid, from `_corner_frame`'s bits."""
+    bx: tl.constexpr = (j >> 2) & 1
+    by: tl.constexpr = (j >> 1) & 1
+    bz: tl.constexpr = j & 1
+    return ((inside >> bx) & (inside >> (2 + by)) & (inside >> (4 + bz)) & 1) != 0
+
+
+@triton.jit
+def _metric_position(k, t_near, ox, oy, oz, dx, dy, dz, step):
+    """Sample k of the metric convention: t_near + (k + 1/2) step along the ray; (q, x = t)."""
+    t = t_near + (k + 0.5) * step
+    return ox + t * dx, oy + t * dy, oz + t * dz, t
+
+
+@triton.jit
+def _reference_position(
+    k, ox, oy, oz, dx, dy, dz, px, py, pz, travelled, t_ptr, background, merge, depth_scale
+):
+    """Candidate sample k of the reference convention (origins in units of R around the sphere's centre):
+    its point q pulled into the background shell beyond the unit sphere, depth coordinate x = R t / (1 + t),
+    whether it is kept (inside the sphere, or the crowding test's running distance since the last kept
+    candidate, from the previous candidate p, passed `merge`), and that running distance."""
+    t = tl.load(t_ptr + k)
+    qx = ox + t * dx
+    qy = oy + t * dy
+    qz = oz + t * dz
+    norm = tl.sqrt(qx * qx + qy * qy + qz * qz)
+    inner = norm <= 1.0
+    pull = tl.where(inner, 1.0, ((1.0 + background) - background / norm) / norm)
+    qx = qx * pull
+    qy = qy * pull
+    qz = qz * pull
+    hop = tl.sqrt((qx - px) * (qx - px) + (qy - py) * (qy - py) + (qz - pz) * (qz - pz))
+    travelled = travelled + tl.where(k > 0, hop, 0.0)
+    over = travelled > merge
+    travelled = tl.where(over, 0.0, travelled)
+    return qx, qy, qz, depth_scale * t / (1.0 + t), inner | over, travelled
 
 
 @triton.jit
@@ -90,36 +166,39 @@ def _any(x):
 
 
 @triton.jit
-def _sample(k, t_near, n, trans, ox, oy, oz, dx, dy, dz, density_b, lox, loy, loz, voxel_size, step, shift,
-            thr, NX, NY, NZ):  # fmt: skip
-    """Sample k of every ray: distance, interpolation corners, density, optical thickness and kept weight."""
-    live = (k < n) & (trans >= thr)
-    t = t_near + (k + 0.5) * step
-    base, sx, sy, sz, fx, fy, fz = _corner_frame(
-        t, ox, oy, oz, dx, dy, dz, lox, loy, loz, voxel_size, NX, NY, NZ
+def _sample(live, qx, qy, qz, trans, density_b, orx, ory, orz, scx, scy, scz, interval, shift, thr,
+            NX, NY, NZ, ZERO_OUTSIDE: tl.constexpr):  # fmt: skip
+    """A sample at q of every live ray: interpolation corners, density, optical thickness and kept weight."""
+    base, sx, sy, sz, fx, fy, fz, inside = _corner_frame(
+        qx, qy, qz, orx, ory, orz, scx, scy, scz, NX, NY, NZ, ZERO_OUTSIDE
     )
-    dens = tl.zeros_like(t)
+    dens = tl.zeros_like(qx)
     for j in tl.static_range(8):
         off, wj = _corner(j, base, sx, sy, sz, fx, fy, fz)
-        dens += wj * tl.load(density_b + off, mask=live, other=0.0)
-    tau = _softplus(dens + shift) * step
+        mask = live
+        if ZERO_OUTSIDE:
+            mask = mask & _inside(j, inside)
+        dens += wj * tl.load(density_b + off, mask=mask, other=0.0)
+    tau = _softplus(dens + shift) * interval
     alpha = _one_minus_exp_neg(tau)
     keep_a = live & (alpha >= thr) & (alpha > 0.0)
     tau = tl.where(keep_a, tau, 0.0)
     w = trans * tl.where(keep_a, alpha, 0.0)
     keep_w = keep_a & (w >= thr)
     w = tl.where(keep_w, w, 0.0)
-    return t, base, sx, sy, sz, fx, fy, fz, dens, tau, w, keep_a, keep_w
+    return base, sx, sy, sz, fx, fy, fz, inside, dens, tau, w, keep_a, keep_w
 
 
 @triton.jit
 def render_fwd_kernel(
-    density_ptr, semantics_ptr, rays_o_ptr, rays_d_ptr, t_near_ptr, num_samples_ptr,
-    depth_ptr, sem_out_ptr, opacity_ptr, distortion_ptr,
-    R, C, NX, NY, NZ, lox, loy, loz, voxel_size, step, shift, thr,
-    BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
+    density_ptr, semantics_ptr, rays_o_ptr, rays_d_ptr, t_near_ptr, num_samples_ptr, t_ptr,
+    depth_ptr, sem_out_ptr, opacity_ptr, pairs_ptr, squares_ptr, count_ptr,
+    R, C, NX, NY, NZ, orx, ory, orz, scx, scy, scz, step, interval, shift, thr, stop,
+    background, merge, depth_scale,
+    BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr, REFERENCE: tl.constexpr,
 ):  # fmt: skip
-    """Forward: depth, semantics, opacity and distortion [B, R] (semantics [B, R, C]) of a block of rays."""
+    """Forward: per ray of a block, sum w x, sum w logits [C], sum w, sum_ij w_i w_j |x_i - x_j|, sum w^2
+    and the number of kept samples."""
     cols = tl.arange(0, BLOCK_C)[None, :]
     col_ok = cols < C
     first = cols == 0
@@ -132,46 +211,65 @@ def render_fwd_kernel(
 
     trans = tl.full([BLOCK_R, BLOCK_C], 1.0, tl.float32)
     w_sum = tl.zeros([BLOCK_R, BLOCK_C], tl.float32)
-    wt_sum = tl.zeros([BLOCK_R, BLOCK_C], tl.float32)
+    wx_sum = tl.zeros([BLOCK_R, BLOCK_C], tl.float32)
     ww_sum = tl.zeros([BLOCK_R, BLOCK_C], tl.float32)
     pair_sum = tl.zeros([BLOCK_R, BLOCK_C], tl.float32)
     sem_acc = tl.zeros([BLOCK_R, BLOCK_C], tl.float32)
+    count = tl.zeros([BLOCK_R, BLOCK_C], tl.int32)
+    # the reference's crowding test: the previous candidate and the distance since the last kept one
+    px, py, pz, travelled = ox, oy, oz, tl.zeros([BLOCK_R, BLOCK_C], tl.float32)
     n_max = tl.max(tl.max(n, 1), 0)
     k = 0
     go = n_max > 0
     while go:
-        t, base, sx, sy, sz, fx, fy, fz, dens, tau, w, keep_a, keep_w = _sample(
-            k, t_near, n, trans, ox, oy, oz, dx, dy, dz, density_b, lox, loy, loz, voxel_size, step, shift,
-            thr, NX, NY, NZ,
+        live = (k < n) & (trans >= stop)
+        if REFERENCE:
+            qx, qy, qz, x, kept, travelled = _reference_position(
+                k, ox, oy, oz, dx, dy, dz, px, py, pz, travelled, t_ptr, background, merge, depth_scale
+            )
+            px, py, pz = qx, qy, qz
+            live = live & kept
+        else:
+            qx, qy, qz, x = _metric_position(k, t_near, ox, oy, oz, dx, dy, dz, step)
+        base, sx, sy, sz, fx, fy, fz, inside, dens, tau, w, keep_a, keep_w = _sample(
+            live, qx, qy, qz, trans, density_b, orx, ory, orz, scx, scy, scz, interval, shift, thr,
+            NX, NY, NZ, REFERENCE,
         )  # fmt: skip
-        pair_sum += w * (t * w_sum - wt_sum)
+        pair_sum += w * (x * w_sum - wx_sum)
         w_sum += w
-        wt_sum += w * t
+        wx_sum += w * x
         ww_sum += w * w
+        count += keep_w.to(tl.int32)
         trans = trans * tl.exp(-tau)
         sem_mask = keep_w & col_ok
         for j in tl.static_range(8):
             off, wj = _corner(j, base, sx, sy, sz, fx, fy, fz)
-            logits = tl.load(semantics_b + off * C + cols, mask=sem_mask, other=0.0)
+            mask = sem_mask
+            if REFERENCE:
+                mask = mask & _inside(j, inside)
+            logits = tl.load(semantics_b + off * C + cols, mask=mask, other=0.0)
             sem_acc += (w * wj) * logits
         k += 1
-        go = (k < n_max) & _any((k < n) & (trans >= thr))
+        go = (k < n_max) & _any((k < n) & (trans >= stop))
 
     scalar_mask = in_range & first
-    tl.store(depth_ptr + ray, wt_sum, mask=scalar_mask)
+    tl.store(depth_ptr + ray, wx_sum, mask=scalar_mask)
     tl.store(opacity_ptr + ray, w_sum, mask=scalar_mask)
-    tl.store(distortion_ptr + ray, 2.0 * pair_sum + step / 3.0 * ww_sum, mask=scalar_mask)
+    tl.store(pairs_ptr + ray, 2.0 * pair_sum, mask=scalar_mask)
+    tl.store(squares_ptr + ray, ww_sum, mask=scalar_mask)
+    tl.store(count_ptr + ray, count, mask=scalar_mask)
     tl.store(sem_out_ptr + ray * C + cols, sem_acc, mask=in_range & col_ok)
 
 
 @triton.jit
 def render_bwd_kernel(
-    density_ptr, semantics_ptr, rays_o_ptr, rays_d_ptr, t_near_ptr, num_samples_ptr,
-    depth_ptr, sem_out_ptr, opacity_ptr, distortion_ptr,
-    g_depth_ptr, g_sem_ptr, g_opacity_ptr, g_distortion_ptr,
+    density_ptr, semantics_ptr, rays_o_ptr, rays_d_ptr, t_near_ptr, num_samples_ptr, t_ptr,
+    depth_ptr, sem_out_ptr, opacity_ptr, pairs_ptr, squares_ptr,
+    g_depth_ptr, g_sem_ptr, g_opacity_ptr, g_pairs_ptr, g_squares_ptr,
     grad_density_ptr, grad_semantics_ptr,
-    R, C, NX, NY, NZ, lox, loy, loz, voxel_size, step, shift, thr,
-    BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
+    R, C, NX, NY, NZ, orx, ory, orz, scx, scy, scz, step, interval, shift, thr, stop,
+    background, merge, depth_scale,
+    BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr, REFERENCE: tl.constexpr,
 ):  # fmt: skip
     """Backward: replay the samples in order and scatter dL/d(density, semantics) into the grids."""
     cols = tl.arange(0, BLOCK_C)[None, :]
@@ -189,55 +287,79 @@ def render_bwd_kernel(
 
     g_depth = tl.load(g_depth_ptr + ray, mask=in_range, other=0.0)
     g_opacity = tl.load(g_opacity_ptr + ray, mask=in_range, other=0.0)
-    g_dist = tl.load(g_distortion_ptr + ray, mask=in_range, other=0.0)
+    g_pairs = tl.load(g_pairs_ptr + ray, mask=in_range, other=0.0)
+    g_squares = tl.load(g_squares_ptr + ray, mask=in_range, other=0.0)
     g_sem = tl.load(g_sem_ptr + ray * C + cols, mask=row_ok, other=0.0)
     w_total = tl.load(opacity_ptr + ray, mask=in_range, other=0.0)
-    wt_total = tl.load(depth_ptr + ray, mask=in_range, other=0.0)
+    wx_total = tl.load(depth_ptr + ray, mask=in_range, other=0.0)
     sem_total = tl.load(sem_out_ptr + ray * C + cols, mask=row_ok, other=0.0)
-    # sum_i w_i dD/dw_i = 2 D: the distortion is quadratic in the weights
+    # sum_i w_i dL/dw_i; the pair sum and the squares are quadratic in the weights: their terms are 2x
     total = (
-        g_depth * wt_total
+        g_depth * wx_total
         + g_opacity * w_total
         + tl.sum(g_sem * sem_total, 1, keep_dims=True)
-        + 2.0 * g_dist * tl.load(distortion_ptr + ray, mask=in_range, other=0.0)
+        + 2.0 * g_pairs * tl.load(pairs_ptr + ray, mask=in_range, other=0.0)
+        + 2.0 * g_squares * tl.load(squares_ptr + ray, mask=in_range, other=0.0)
     )
 
     trans = tl.full([BLOCK_R, BLOCK_C], 1.0, tl.float32)
     w_before = tl.zeros([BLOCK_R, BLOCK_C], tl.float32)
-    wt_before = tl.zeros([BLOCK_R, BLOCK_C], tl.float32)
+    wx_before = tl.zeros([BLOCK_R, BLOCK_C], tl.float32)
     gw_prefix = tl.zeros([BLOCK_R, BLOCK_C], tl.float32)
+    px, py, pz, travelled = ox, oy, oz, tl.zeros([BLOCK_R, BLOCK_C], tl.float32)
     n_max = tl.max(tl.max(n, 1), 0)
     k = 0
     go = n_max > 0
     while go:
-        t, base, sx, sy, sz, fx, fy, fz, dens, tau, w, keep_a, keep_w = _sample(
-            k, t_near, n, trans, ox, oy, oz, dx, dy, dz, density_b, lox, loy, loz, voxel_size, step, shift,
-            thr, NX, NY, NZ,
+        live = (k < n) & (trans >= stop)
+        if REFERENCE:
+            qx, qy, qz, x, kept, travelled = _reference_position(
+                k, ox, oy, oz, dx, dy, dz, px, py, pz, travelled, t_ptr, background, merge, depth_scale
+            )
+            px, py, pz = qx, qy, qz
+            live = live & kept
+        else:
+            qx, qy, qz, x = _metric_position(k, t_near, ox, oy, oz, dx, dy, dz, step)
+        base, sx, sy, sz, fx, fy, fz, inside, dens, tau, w, keep_a, keep_w = _sample(
+            live, qx, qy, qz, trans, density_b, orx, ory, orz, scx, scy, scz, interval, shift, thr,
+            NX, NY, NZ, REFERENCE,
         )  # fmt: skip
         sem_mask = keep_w & col_ok
         logits = tl.zeros([BLOCK_R, BLOCK_C], tl.float32)
         for j in tl.static_range(8):
             off, wj = _corner(j, base, sx, sy, sz, fx, fy, fz)
-            logits += wj * tl.load(semantics_b + off * C + cols, mask=sem_mask, other=0.0)
-        # dL/dw_k: depth, opacity, logits . dL/dsemantics, and the distortion's
-        # dD/dw_k = 2 sum_j w_j |t_k - t_j| + 2 step / 3 w_k,
-        # sum_j w_j |t_k - t_j| = t_k (2 W_<k - W) + S - 2 S_<k  (W, S: sums of w and w t)
-        g_distortion = (
-            2.0 * (t * (2.0 * w_before - w_total) + wt_total - 2.0 * wt_before) + (2.0 * step / 3.0) * w
+            mask = sem_mask
+            if REFERENCE:
+                mask = mask & _inside(j, inside)
+            logits += wj * tl.load(semantics_b + off * C + cols, mask=mask, other=0.0)
+        # dL/dw_k: depth, opacity, logits . dL/dsemantics, the pair sum's
+        # d/dw_k sum_ij w_i w_j |x_i - x_j| = 2 sum_j w_j |x_k - x_j| = 2 (x_k (2 W_<k - W) + S - 2 S_<k)
+        # (W, S: sums of w and w x), and the squares' 2 w_k
+        g_w = (
+            g_depth * x
+            + g_opacity
+            + tl.sum(logits * g_sem, 1, keep_dims=True)
+            + g_pairs * 2.0 * (x * (2.0 * w_before - w_total) + wx_total - 2.0 * wx_before)
+            + g_squares * 2.0 * w
         )
-        g_w = g_depth * t + g_opacity + tl.sum(logits * g_sem, 1, keep_dims=True) + g_dist * g_distortion
         gw_prefix += g_w * w
         trans_next = trans * tl.exp(-tau)
         g_tau = tl.where(keep_w, g_w * trans_next, 0.0) - (total - gw_prefix)
-        # tau = softplus(density + shift) * step and softplus' = sigmoid
-        g_dens = tl.where(keep_a, g_tau * step / (1.0 + tl.exp(-(dens + shift))), 0.0)
+        # tau = softplus(density + shift) * interval and softplus' = sigmoid
+        g_dens = tl.where(keep_a, g_tau * interval / (1.0 + tl.exp(-(dens + shift))), 0.0)
         density_mask = keep_a & first  # one lane per ray adds the density gradient
         for j in tl.static_range(8):
             off, wj = _corner(j, base, sx, sy, sz, fx, fy, fz)
-            tl.atomic_add(grad_density_b + off, wj * g_dens, mask=density_mask, sem="relaxed")
-            tl.atomic_add(grad_semantics_b + off * C + cols, (w * wj) * g_sem, mask=sem_mask, sem="relaxed")
+            d_mask = density_mask
+            s_mask = sem_mask
+            if REFERENCE:
+                corner_in = _inside(j, inside)
+                d_mask = d_mask & corner_in
+                s_mask = s_mask & corner_in
+            tl.atomic_add(grad_density_b + off, wj * g_dens, mask=d_mask, sem="relaxed")
+            tl.atomic_add(grad_semantics_b + off * C + cols, (w * wj) * g_sem, mask=s_mask, sem="relaxed")
         w_before += w
-        wt_before += w * t
+        wx_before += w * x
         trans = trans_next
         k += 1
-        go = (k < n_max) & _any((k < n) & (trans >= thr))
+        go = (k < n_max) & _any((k < n) & (trans >= stop))

@@ -1,4 +1,10 @@
-"""Losses on rendered rays: SILog depth, class-weighted semantic cross-entropy, and the regularisers."""
+"""Losses on rendered rays: SILog depth, class-weighted semantic cross-entropy, and the regularisers.
+
+The read-out terms (free space, line of sight, the LiDAR point's voxel) compare densities with a threshold:
+it is a density on the scale of the model's `render.convention`, the read-out's own (the reference's 8.5
+is 9.42 under the metric convention: `render.conventions.convert_density`). They place voxel i where the
+read-out and Occ3D do (lower + (i + 0.5) voxel_size) under either convention: they shape what is read out.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +19,13 @@ from renderocc.config import LossConfig
 from renderocc.core.classes import GROUND_CLASSES
 from renderocc.core.grid import VoxelGrid
 from renderocc.data.batch import Batch
+from renderocc.render.conventions import (
+    METRIC,
+    REFERENCE,
+    REFERENCE_DEPTH_EPS,
+    REFERENCE_MAX_DEPTH,
+    check_convention,
+)
 from renderocc.render.output import RenderOutput
 from renderocc.render.sampling import ray_box_intersection
 
@@ -39,25 +52,34 @@ def silog_loss(
     mask: torch.Tensor | None = None,
     variance_focus: float = 0.85,
     eps: float = 1e-3,
+    per_sample: bool = False,
 ) -> torch.Tensor:
     """Scale-invariant log depth loss sqrt(mean(d^2) - lambda mean(d)^2), d = log(pred + eps) - log(target).
 
     pred, target [...] metric depths, mask [...] bool (None: all) selects the labelled ones; 0 if none.
     eps keeps the gradient finite for rays that have not become opaque yet (rendered depth near 0); it is
-    1 mm, negligible against real depths. Masking instead of indexing keeps the GPU free of host syncs.
+    1 mm, negligible against real depths. per_sample: the loss of each row [B, R] -> [B], then their mean
+    (the reference renders and scores one sample at a time); else over all labelled values at once.
+    Masking instead of indexing keeps the GPU free of host syncs.
     """
     if mask is None:
         mask = torch.ones_like(pred, dtype=torch.bool)
     d = torch.where(mask, torch.log(pred + eps) - torch.log(target.clamp_min(eps)), torch.zeros_like(pred))
-    count = mask.sum()
-    mean = d.sum() / count.clamp_min(1)
-    mean_sq = d.square().sum() / count.clamp_min(1)
-    return torch.sqrt((mean_sq - variance_focus * mean.square()).clamp_min(1e-12)) * (count > 0)
+    dims = -1 if per_sample else tuple(range(d.dim()))
+    count = mask.sum(dims)
+    mean = d.sum(dims) / count.clamp_min(1)
+    mean_sq = d.square().sum(dims) / count.clamp_min(1)
+    loss = torch.sqrt((mean_sq - variance_focus * mean.square()).clamp_min(1e-12)) * (count > 0)
+    return loss.mean() if per_sample else loss
 
 
-def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of values [...] over mask [...] (0 if empty), without boolean indexing."""
-    return torch.where(mask, values, torch.zeros_like(values)).sum() / mask.sum().clamp_min(1)
+def _masked_mean(values: torch.Tensor, mask: torch.Tensor, per_sample: bool = False) -> torch.Tensor:
+    """Mean of values [...] over mask [...] (0 if empty), without boolean indexing; per_sample: the mean
+    of each row [B, R], then the mean over rows."""
+    values = torch.where(mask, values, torch.zeros_like(values))
+    if per_sample:
+        return (values.sum(-1) / mask.sum(-1).clamp_min(1)).mean()
+    return values.sum() / mask.sum().clamp_min(1)
 
 
 def transmittance_entropy(opacity: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
@@ -118,7 +140,8 @@ def line_of_sight_free_space(
     density [B, X, Y, Z]; batch needs rays_o and unit rays_d [B, R, 3] in the grid frame, ray_depth [B, R]
     (metres along the ray, > 0 where labelled), ray_class and ray_valid [B, R]. A pixel's depth label says
     its ray crosses free space up to the point, but the expected-depth loss barely notices a nearly
-    transparent voxel (density 10 stops 1 % of a ray per metre) that the read-out counts as occupied.
+    transparent voxel (density 10 stops 1 % of a ray per metre under the metric convention) that the
+    read-out counts as occupied.
     The points are `free_points`, stratified.
     """
     b, r, _ = batch["rays_o"].shape
@@ -149,6 +172,20 @@ def ends_outside_grid(batch: Batch, grid: VoxelGrid) -> torch.Tensor:
 def ends_inside_grid(batch: Batch, grid: VoxelGrid) -> torch.Tensor:
     """bool [B, R]: valid rays with a depth label whose LiDAR point lies inside the grid box."""
     return batch["ray_valid"].bool() & (batch["ray_depth"] > 0) & ~ends_outside_grid(batch, grid)
+
+
+def rendered_rays(batch: Batch, grid: VoxelGrid, cfg: LossConfig, convention: str = METRIC) -> Batch:
+    """The batch with ray_valid narrowed to the rays that the rendering losses score (and that need
+    rendering at all): without cfg.render_outside_points, not those whose LiDAR point lies outside the grid
+    box (`ends_outside_grid`); under the "reference" convention only rays with a depth label of at most
+    52 m, as the reference drops the others before rendering."""
+    check_convention(convention)
+    valid = batch["ray_valid"].bool()
+    if not cfg.render_outside_points:
+        valid = valid & ~ends_outside_grid(batch, grid)
+    if convention == REFERENCE:
+        valid = valid & (batch["ray_depth"] > 0) & (batch["ray_depth"] <= REFERENCE_MAX_DEPTH)
+    return batch | {"ray_valid": valid}
 
 
 def _ground(ray_class: torch.Tensor) -> torch.Tensor:
@@ -211,7 +248,11 @@ def surface_losses(
 
 
 def rendering_losses(
-    out: RenderOutput, batch: Batch, cfg: LossConfig, class_weights: torch.Tensor | None = None
+    out: RenderOutput,
+    batch: Batch,
+    cfg: LossConfig,
+    class_weights: torch.Tensor | None = None,
+    convention: str = METRIC,
 ) -> dict[str, torch.Tensor]:
     """Weighted rendering losses over the valid rays of a batch.
 
@@ -220,8 +261,13 @@ def rendering_losses(
     uniform). Returns scalars already multiplied by their cfg weight, keyed "depth", "semantic",
     "entropy", "distortion"; a term whose weight is 0 is left out. Rays with ray_depth <= 0 carry no
     depth label and only enter the other terms. The semantic term is the class-weighted mean, as
-    F.cross_entropy with weights. Nothing here waits for the GPU.
+    F.cross_entropy with weights. "metric" convention: each term over all the batch's valid rays at once.
+    "reference": each term per batch element, then their mean, as the reference loops over the samples of
+    a batch (pass `rendered_rays` for its 52 m cut); the depth loss takes the rendered depth + 1e-7, as
+    the reference's. Nothing here waits for the GPU.
     """
+    check_convention(convention)
+    per_sample = convention == REFERENCE
     valid = batch["ray_valid"].bool()
     if valid.shape != out.depth.shape:
         raise ValueError(
@@ -233,7 +279,10 @@ def rendering_losses(
     losses: dict[str, torch.Tensor] = {}
     if cfg.depth:
         has_depth = valid & (ray_depth > 0)
-        losses["depth"] = cfg.depth * silog_loss(out.depth, ray_depth, has_depth, cfg.silog_variance_focus)
+        eps = REFERENCE_DEPTH_EPS if per_sample else 1e-3
+        losses["depth"] = cfg.depth * silog_loss(
+            out.depth, ray_depth, has_depth, cfg.silog_variance_focus, eps, per_sample
+        )
     if cfg.semantic:
         num_classes = out.semantics.shape[-1]
         labels = torch.where(valid, ray_class, torch.full_like(ray_class, -100))
@@ -246,10 +295,14 @@ def rendering_losses(
             weight = torch.ones(num_classes, device=out.semantics.device)
         weight = weight.to(out.semantics.device, out.semantics.dtype)
         ce = F.cross_entropy(out.semantics.flatten(0, 1), labels.flatten(), weight=weight, reduction="none")
-        norm = torch.where(valid, weight[labels.clamp_min(0)], torch.zeros_like(out.depth)).sum()
-        losses["semantic"] = cfg.semantic * ce.sum() / norm.clamp_min(1e-12)
+        ce = ce.view_as(out.depth)
+        norm = torch.where(valid, weight[labels.clamp_min(0)], torch.zeros_like(out.depth))
+        if per_sample:
+            losses["semantic"] = cfg.semantic * (ce.sum(-1) / norm.sum(-1).clamp_min(1e-12)).mean()
+        else:
+            losses["semantic"] = cfg.semantic * ce.sum() / norm.sum().clamp_min(1e-12)
     if cfg.entropy:
-        losses["entropy"] = cfg.entropy * _masked_mean(transmittance_entropy(out.opacity), valid)
+        losses["entropy"] = cfg.entropy * _masked_mean(transmittance_entropy(out.opacity), valid, per_sample)
     if cfg.distortion:
-        losses["distortion"] = cfg.distortion * _masked_mean(out.distortion, valid)
+        losses["distortion"] = cfg.distortion * _masked_mean(out.distortion, valid, per_sample)
     return losses

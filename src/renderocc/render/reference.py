@@ -13,26 +13,29 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from renderocc.core.grid import VoxelGrid
+from renderocc.render.conventions import Convention, constant, render_output
 from renderocc.render.output import RenderOutput
-from renderocc.render.sampling import sample_positions, trilinear_corners
+from renderocc.render.sampling import reference_samples, sample_positions, trilinear_corners
 
 
 def alpha_from_density(
-    density: torch.Tensor, step_size: float, density_shift: float
+    density: torch.Tensor, interval: float, density_shift: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Shifted-softplus density to (optical thickness sigma * step, alpha = 1 - exp(-sigma * step))."""
-    tau = F.softplus(density + density_shift) * step_size
+    """Shifted-softplus density to (optical thickness tau = softplus(density + shift) * interval,
+    alpha = 1 - exp(-tau)); interval is the step in metres ("metric") or in voxels ("reference")."""
+    tau = F.softplus(density + density_shift) * interval
     return tau, -torch.expm1(-tau)
 
 
 def composite(
-    tau: torch.Tensor, alpha: torch.Tensor, t: torch.Tensor, step_size: float, skip_threshold: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Weights and distortion of samples along rays, samples in the last dimension.
+    tau: torch.Tensor, alpha: torch.Tensor, skip_threshold: float, stop_transmittance: float
+) -> torch.Tensor:
+    """Weights of samples along rays, samples in the last dimension: tau, alpha [..., K] -> w [..., K].
 
-    tau, alpha, t [..., K] (alpha 0 for samples past the ray's end) -> (w [..., K], distortion [...]).
-    A sample with alpha < skip_threshold is dropped entirely (it does not attenuate later samples); one
-    whose weight T_i * alpha_i < skip_threshold still attenuates but contributes nothing.
+    alpha is 0 for samples that do not exist (past the ray's end, removed by the sample layout). A sample
+    with alpha < skip_threshold is dropped entirely (it does not attenuate later samples); one whose weight
+    T_i * alpha_i < skip_threshold still attenuates but contributes nothing; samples met once the
+    transmittance T_i is below stop_transmittance contribute nothing (the ray has stopped).
     """
     kept = (alpha >= skip_threshold) & (alpha > 0)
     tau = torch.where(kept, tau, torch.zeros_like(tau))
@@ -44,18 +47,49 @@ def composite(
     cap = min(80.0, 10.0 - math.log(skip_threshold)) if skip_threshold > 0 else 80.0
     transmittance = torch.exp(-(torch.cumsum(tau, -1) - tau).clamp_max(cap))
     w = transmittance * alpha
-    if skip_threshold > 0:
-        w = torch.where(w >= skip_threshold, w, torch.zeros_like(w))
-    # O(K) form of sum_ij w_i w_j |t_i - t_j| = 2 sum_i w_i (t_i W_<i - S_<i), prefix sums W, S of w, w t.
-    wt = w * t
+    counts = (w >= skip_threshold) & (transmittance >= stop_transmittance)
+    return torch.where(counts, w, torch.zeros_like(w))
+
+
+def distortion_terms(w: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sum_ij w_i w_j |x_i - x_j|, sum_i w_i^2) over the last dimension of w, x [..., K] (x ascending).
+
+    O(K) form of the pair sum: 2 sum_i w_i (x_i W_<i - S_<i), with prefix sums W, S of w and w x.
+    """
+    wx = w * x
     w_before = torch.cumsum(w, -1) - w
-    wt_before = torch.cumsum(wt, -1) - wt
-    distortion = 2 * (w * (t * w_before - wt_before)).sum(-1) + step_size / 3 * (w * w).sum(-1)
-    return w, distortion
+    wx_before = torch.cumsum(wx, -1) - wx
+    return 2 * (w * (x * w_before - wx_before)).sum(-1), (w * w).sum(-1)
+
+
+def _interpolate(
+    density: torch.Tensor, semantics_cf: torch.Tensor, q: torch.Tensor, grid: VoxelGrid, conv: Convention
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Density [B, r, K] and logits [B, C, r, K] at sample points q [B, r, K, 3] of the convention's frame."""
+    b, r, k, _ = q.shape
+    if conv.zero_outside:
+        # align_corners=True maps -1 and 1 to the first and last voxel centre: u / (n - 1) * 2 - 1
+        last = constant(tuple(float(n - 1) for n in grid.shape), q.device, q.dtype)
+        u = (q - constant(conv.origin, q.device, q.dtype)) * constant(conv.scale, q.device, q.dtype)
+        coords = (u / last * 2 - 1).flip(-1).reshape(b, 1, r, k, 3)
+        values, logits = (
+            F.grid_sample(v, coords, align_corners=True, padding_mode="zeros")[:, :, 0]
+            for v in (density.unsqueeze(1), semantics_cf)
+        )
+        return values[:, 0], logits
+    index, tri = trilinear_corners(q, grid)  # [B, r, K, 8]
+    corner_density = density.reshape(b, -1).gather(1, index.reshape(b, -1)).view(index.shape)
+    # Logits are interpolated by grid_sample: with align_corners=False and border padding it is exactly
+    # the clamped voxel-centre convention of trilinear_corners, and on CPUs its forward and backward run
+    # 1.7x faster than gathering the 8 corners with weighted bag sums (whose backward sorts indices).
+    # grid_sample reads (x, y, z) as (W, H, D), so the point order is reversed for a [X, Y, Z] volume.
+    coords = grid.normalize(q).flip(-1).reshape(b, 1, r, k, 3)
+    logits = F.grid_sample(semantics_cf, coords, align_corners=False, padding_mode="border")[:, :, 0]
+    return (corner_density * tri).sum(-1), logits
 
 
 def _render_chunk(
-    density_flat: torch.Tensor,
+    density: torch.Tensor,
     semantics_cf: torch.Tensor,
     rays_o: torch.Tensor,
     rays_d: torch.Tensor,
@@ -63,27 +97,27 @@ def _render_chunk(
     num_samples: torch.Tensor,
     grid: VoxelGrid,
     max_samples: int,
-    step_size: float,
+    conv: Convention,
     density_shift: float,
     skip_threshold: float,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Render rays [B, r] against density flattened to [B, V] and channel-first semantics [B, C, X, Y, Z]."""
-    b, r = t_near.shape
-    t, points = sample_positions(rays_o, rays_d, t_near, max_samples, step_size)  # [B, r, K], [B, r, K, 3]
-    inside = torch.arange(max_samples, device=t.device) < num_samples.unsqueeze(-1)
-    index, tri = trilinear_corners(points, grid)  # [B, r, K, 8]
-    corner_density = density_flat.gather(1, index.reshape(b, -1)).view(index.shape)
-    tau, alpha = alpha_from_density((corner_density * tri).sum(-1), step_size, density_shift)
-    alpha = torch.where(inside, alpha, torch.zeros_like(alpha))
-    w, distortion = composite(tau, alpha, t, step_size, skip_threshold)
-    # Logits are interpolated by grid_sample: with align_corners=False and border padding it is exactly
-    # the clamped voxel-centre convention of trilinear_corners, and on CPUs its forward and backward run
-    # 1.7x faster than gathering the 8 corners with weighted bag sums (whose backward sorts indices).
-    # grid_sample reads (x, y, z) as (W, H, D), so the point order is reversed for a [X, Y, Z] volume.
-    coords = grid.normalize(points).flip(-1).reshape(b, 1, r, -1, 3)
-    logits = F.grid_sample(semantics_cf, coords, align_corners=False, padding_mode="border")
-    semantics = torch.einsum("bcrk,brk->brc", logits[:, :, 0], w)
-    return (w * t).sum(-1), semantics, w.sum(-1), distortion
+) -> tuple[torch.Tensor, ...]:
+    """Render rays [B, r] through density [B, X, Y, Z] and channel-first semantics [B, C, X, Y, Z]:
+    (sum w x, semantics, sum w, distortion pair sum, sum w^2, kept samples), x the depth coordinate."""
+    exists = torch.arange(max_samples, device=t_near.device) < num_samples.unsqueeze(-1)
+    if conv.reference:
+        x, q, kept = reference_samples(rays_o, rays_d, conv, max_samples)  # [K], [B, r, K, 3], [B, r, K]
+        exists &= kept
+    else:
+        # [B, r, K], [B, r, K, 3]
+        x, q = sample_positions(rays_o, rays_d, t_near, max_samples, conv.step_size)
+    values, logits = _interpolate(density, semantics_cf, q, grid, conv)
+    tau, alpha = alpha_from_density(values, conv.interval, density_shift)
+    alpha = torch.where(exists, alpha, torch.zeros_like(alpha))
+    w = composite(tau, alpha, skip_threshold, conv.stop_transmittance)
+    x = x.expand_as(w)
+    semantics = torch.einsum("bcrk,brk->brc", logits, w)
+    pairs, squares = distortion_terms(w, x)
+    return (w * x).sum(-1), semantics, w.sum(-1), pairs, squares, (w > 0).sum(-1, dtype=torch.int32)
 
 
 def render_reference(
@@ -94,14 +128,14 @@ def render_reference(
     t_near: torch.Tensor,
     num_samples: torch.Tensor,
     grid: VoxelGrid,
-    step_size: float,
+    conv: Convention,
     density_shift: float,
     skip_threshold: float,
     max_chunk_samples: int = 1 << 20,
 ) -> RenderOutput:
-    """Reference renderer on validated inputs (see `volume_render`); t_near, num_samples [B, R]."""
+    """Reference renderer on validated inputs (see `volume_render`); t_near, num_samples [B, R] (for the
+    "reference" convention rays_o in units of conv.radius around conv.center, t_near unused)."""
     b, r = t_near.shape
-    density_flat = density.reshape(b, -1)
     semantics_cf = semantics.permute(0, 4, 1, 2, 3)  # [B, C, X, Y, Z], a view
     max_samples = max(int(num_samples.max()), 1) if num_samples.numel() else 1
     chunk = max(1, max_chunk_samples // (b * max_samples))
@@ -113,7 +147,7 @@ def render_reference(
         rays = slice(start, start + chunk)
         chunk_samples = max(int(num_samples[:, rays].max()), 1)
         args = (
-            density_flat,
+            density,
             semantics_cf,
             rays_o[:, rays],
             rays_d[:, rays],
@@ -121,12 +155,11 @@ def render_reference(
             num_samples[:, rays],
             grid,
             chunk_samples,
-            step_size,
+            conv,
             density_shift,
             skip_threshold,
         )
         parts.append(
             checkpoint(_render_chunk, *args, use_reentrant=False) if checkpointed else _render_chunk(*args)
         )
-    depth, sem, opacity, distortion = (torch.cat(p, 1) for p in zip(*parts))
-    return RenderOutput(depth=depth, semantics=sem, opacity=opacity, distortion=distortion)
+    return render_output(conv, *(torch.cat(p, 1) for p in zip(*parts)))

@@ -1,9 +1,11 @@
-"""Ray-box intersection and the sample layout shared by every renderer implementation.
+"""Ray-box intersection and the sample layouts shared by every renderer implementation.
 
-Samples of a ray lie at t_k = t_near + (k + 0.5) * step_size for k = 0 .. n_samples - 1, where
-[t_near, t_far] is the ray's intersection with the grid box (t_near clipped to 0, so a ray starting
-inside the box begins at its origin) and n_samples counts the t_k that fall before t_far. Both
-implementations take (t_near, n_samples) from here, so they visit exactly the same points.
+"metric" convention: samples of a ray lie at t_k = t_near + (k + 0.5) * step_size for k = 0 ..
+n_samples - 1, where [t_near, t_far] is the ray's intersection with the grid box (t_near clipped to 0, so a
+ray starting inside the box begins at its origin) and n_samples counts the t_k that fall before t_far. Both
+implementations take (t_near, n_samples) from here, so they visit exactly the same points. "reference"
+convention: a fixed list of distances from the origin, pulled into a background shell beyond a sphere
+(`reference_samples`, `render.conventions`).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from renderocc.core.grid import VoxelGrid
+from renderocc.render.conventions import Convention, constant
 
 
 def ray_box_intersection(
@@ -83,3 +86,29 @@ def trilinear_corners(points: torch.Tensor, grid: VoxelGrid) -> tuple[torch.Tens
         index.append((ix * ny + iy) * nz + iz)
         weight.append(wx * wy * wz)
     return torch.stack(index, -1), torch.stack(weight, -1)
+
+
+def reference_samples(
+    rays_o: torch.Tensor, rays_d: torch.Tensor, conv: Convention, num_samples: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The first `num_samples` candidate samples of the "reference" convention (`render.conventions`).
+
+    rays_o [..., 3] in units of conv.radius around conv.center, unit rays_d [..., 3] -> (x [K] the depth
+    coordinate R t / (1 + t), the same for every ray; q [..., K, 3] the points pulled into the background
+    shell, same units as rays_o; kept bool [..., K]: inside the sphere, or past the crowding test's distance
+    since the last kept sample). Nothing here is differentiable.
+    """
+    t = constant(conv.t, rays_o.device, rays_o.dtype)[:num_samples]
+    q = rays_o.unsqueeze(-2) + t.unsqueeze(-1) * rays_d.unsqueeze(-2)
+    norm = q.norm(dim=-1, keepdim=True)
+    inner = norm <= 1
+    q = torch.where(inner, q, q / norm * ((1 + conv.background) - conv.background / norm))
+    kept = inner.squeeze(-1).clone()
+    hop = (q[..., 1:, :] - q[..., :-1, :]).norm(dim=-1)  # from sample k - 1 to k
+    travelled = torch.zeros_like(hop[..., 0])
+    for k in range(1, num_samples):  # a running sum that restarts: sequential by nature
+        travelled = travelled + hop[..., k - 1]
+        over = travelled > conv.merge_distance
+        travelled = torch.where(over, torch.zeros_like(travelled), travelled)
+        kept[..., k] |= over
+    return conv.radius * t / (1 + t), q, kept

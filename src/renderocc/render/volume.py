@@ -1,4 +1,4 @@
-"""`volume_render`: validate inputs, intersect rays with the grid box, dispatch to an implementation."""
+"""`volume_render`: validate inputs, lay out each ray's samples, dispatch to an implementation."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import os
 import torch
 
 from renderocc.core.grid import VoxelGrid
+from renderocc.render.conventions import METRIC, constant, resolve
 from renderocc.render.fused import render_fused, triton_available
 from renderocc.render.output import RenderOutput
 from renderocc.render.reference import render_reference
@@ -53,25 +54,34 @@ def volume_render(
     density_shift: float = DEFAULT_DENSITY_SHIFT,
     skip_threshold: float = 1e-7,
     implementation: str = "auto",
+    convention: str = METRIC,
+    ray_mask: torch.Tensor | None = None,
 ) -> RenderOutput:
     """Differentiable volume rendering of a density and a semantic grid along rays.
 
     density [B, X, Y, Z] (the network's non-negative output), semantics [B, X, Y, Z, C] logits, rays_o
-    and rays_d [B, R, 3] in the grid's (ego) frame with unit rays_d. Samples every `step_size` metres
-    through the ray's segment inside the grid box (see `sampling`), values interpolated trilinearly from
-    voxel centres with clamp-to-edge; sigma = softplus(density + density_shift),
-    alpha = 1 - exp(-sigma * step_size), weights w_i = T_i alpha_i. Samples with alpha below
-    `skip_threshold` are dropped, those with weight below it contribute nothing (0 disables skipping).
-    `implementation`: "torch" (reference, any device), "triton" (fused kernels; CUDA, or CPU under
-    TRITON_INTERPRET=1), "auto" (triton on CUDA when importable, else torch). Gradients flow to density
-    and semantics, not to the rays. Returns RenderOutput with depth, opacity, distortion [B, R] and
-    semantics [B, R, C].
+    and rays_d [B, R, 3] in the grid's (ego) frame with unit rays_d. `convention` "metric" (default):
+    samples every `step_size` metres through the ray's segment inside the grid box (see `sampling`),
+    values interpolated trilinearly from voxel centres with clamp-to-edge; sigma = softplus(density +
+    density_shift) per metre, alpha = 1 - exp(-sigma * step_size), weights w_i = T_i alpha_i, depth in
+    metres. "reference": the published release's sample layout, units and depth (`render.conventions`).
+    Samples with alpha below `skip_threshold` are dropped, those with weight below it contribute nothing
+    (0 disables skipping). ray_mask bool [B, R] (None: all): rays left out get no samples (all outputs 0,
+    the reference's depth its 3.9e-6 offset). `implementation`: "torch" (reference, any device), "triton"
+    (fused kernels; CUDA, or CPU under TRITON_INTERPRET=1), "auto" (triton on CUDA when importable, else
+    torch). Gradients flow to density and semantics, not to the rays. Returns RenderOutput with depth,
+    opacity, distortion, samples [B, R] and semantics [B, R, C].
     """
     if implementation not in IMPLEMENTATIONS:
         raise ValueError(f"volume_render: implementation={implementation!r}; use one of {IMPLEMENTATIONS}")
     if not step_size > 0:
         raise ValueError(f"volume_render: step_size must be positive, got {step_size}")
+    conv = resolve(convention, grid, step_size, skip_threshold)
     _check_inputs(density, semantics, rays_o, rays_d, grid)
+    if ray_mask is not None and ray_mask.shape != rays_o.shape[:2]:
+        raise ValueError(
+            f"volume_render: ray_mask must be [B, R] = {list(rays_o.shape[:2])}, got {list(ray_mask.shape)}"
+        )
     if implementation == "auto":
         implementation = "triton" if density.is_cuda and triton_available() else "torch"
     if implementation == "triton" and not density.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
@@ -81,19 +91,18 @@ def volume_render(
         )
     rays_o = rays_o.detach().to(density.dtype)
     rays_d = rays_d.detach().to(density.dtype)
-    t_near, t_far = ray_box_intersection(rays_o, rays_d, grid)
-    num_samples = sample_counts(t_near, t_far, step_size)
-    t_near = torch.where(num_samples > 0, t_near, torch.zeros_like(t_near))  # misses may carry inf
+    if conv.reference:
+        # distances from the origin in units of the sphere's radius; a zero direction is padding, not a ray
+        rays_o = (rays_o - constant(conv.center, rays_o.device, rays_o.dtype)) / conv.radius
+        t_near = torch.zeros(rays_o.shape[:2], device=rays_o.device, dtype=rays_o.dtype)
+        num_samples = torch.where((rays_d != 0).any(-1), len(conv.t), 0).to(torch.int32)
+    else:
+        t_near, t_far = ray_box_intersection(rays_o, rays_d, grid)
+        num_samples = sample_counts(t_near, t_far, step_size)
+        t_near = torch.where(num_samples > 0, t_near, torch.zeros_like(t_near))  # misses may carry inf
+    if ray_mask is not None:
+        num_samples = torch.where(ray_mask.to(num_samples.device).bool(), num_samples, 0).to(torch.int32)
     render = render_fused if implementation == "triton" else render_reference
     return render(
-        density,
-        semantics,
-        rays_o,
-        rays_d,
-        t_near,
-        num_samples,
-        grid,
-        step_size,
-        density_shift,
-        skip_threshold,
+        density, semantics, rays_o, rays_d, t_near, num_samples, grid, conv, density_shift, skip_threshold
     )
