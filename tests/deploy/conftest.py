@@ -5,30 +5,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from deploy_fixtures import PRESET, frames, layer_medians
 
 from renderocc.checkpoint import save_checkpoint
 from renderocc.cli import main
-from renderocc.config import get_preset
 from renderocc.deploy.export import rig_tensors
 from renderocc.deploy.rig import read_rig, rig_from_index, write_rig
 from renderocc.deploy.verify import eager_outputs, vary_like_trained
 from renderocc.models import build_model
-
-# the demo preset with the temporal stereo that the r50 and Swin-B presets have, so that the export covers it
-PRESET = get_preset("demo").replace(model=dict(stereo=True))
-
-
-def layer_medians(density: torch.Tensor) -> torch.Tensor:
-    """Each z layer's median density [Z] of density [1, X, Y, Z], between two values (a threshold equal to a
-    voxel's density would leave that voxel to rounding)."""
-    return torch.quantile(density[0].flatten(0, 1), 0.5, dim=0, interpolation="midpoint")
-
-
-def frames(prepared, split: str, preset=PRESET) -> list[dict]:
-    """Every frame of a split of the prepared tiny dataset as a batch of one."""
-    from renderocc.train_utils.data import eval_loader
-
-    return list(eval_loader(prepared, preset.data, split, 1, 0, with_gts=False))
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from conftest import PRESET, frames
+from deploy_fixtures import PRESET, frames
 
 from renderocc.checkpoint import load_model
 from renderocc.cli import main
@@ -71,14 +72,11 @@ def test_onnx_export_agrees_with_eager_on_synthetic_frames(
 
     exported = ExportedModel(onnx_export, "cpu")
     assert exported.provider == "CPUExecutionProvider"
-    batches = frames(deploy_prepared, "val") + frames(deploy_prepared, "train")
-    check_against_eager(exported, demo_checkpoint, rig_file, batches)
+    check_against_eager(exported, demo_checkpoint, rig_file, frames(deploy_prepared, "val"))
 
 
 def frame_folder(prepared, rig_file, tmp_path) -> Path:
     """The validation scene's first keyframe as six JPEGs named as the rig says."""
-    import shutil
-
     sample = int(prepared.splits["val"][0])
     folder = tmp_path / "frame"
     folder.mkdir()
@@ -115,7 +113,7 @@ def test_infer_exported_matches_infer_checkpoint(
 
 
 def test_bad_input_gets_one_line_errors(
-    onnx_export, demo_checkpoint, rig_file, deploy_prepared, tmp_path, capsys
+    onnx_export, demo_checkpoint, rig_file, deploy_prepared, tmp_path, capsys, monkeypatch
 ):
     def error(args: list[str]) -> str:
         assert main(args) == 2
@@ -130,20 +128,35 @@ def test_bad_input_gets_one_line_errors(
         [*export, "--calib", str(missing), "--out", str(tmp_path / "x")]
     )
     rig = json.loads(rig_file.read_text())
-    five = {**rig, "cameras": {k: v for k, v in rig["cameras"].items() if k != "CAM_BACK"}}
+    for camera in rig["cameras"].values():
+        del camera["image_size"]  # from the top level below
+    five = {"image_size": [90, 160], "cameras": {k: v for k, v in rig["cameras"].items() if k != "CAM_BACK"}}
     (tmp_path / "five.json").write_text(json.dumps(five))
     message = error([*export, "--calib", str(tmp_path / "five.json"), "--out", str(tmp_path / "x")])
     assert "five.json: cameras lacks CAM_BACK; the model takes exactly the 6 cameras" in message
-    (tmp_path / "nosize.json").write_text(json.dumps({"cameras": rig["cameras"]}))
+    (tmp_path / "nosize.json").write_text(json.dumps(rig))
     message = error([*export, "--calib", str(tmp_path / "nosize.json"), "--out", str(tmp_path / "x")])
     assert "cameras.CAM_FRONT_LEFT.image_size missing" in message
     (tmp_path / "small.json").write_text(json.dumps({**rig, "image_size": [40, 60]}))
     message = error([*export, "--calib", str(tmp_path / "small.json"), "--out", str(tmp_path / "x")])
     assert "lies outside its 40x60 image; give the image_size these intrinsics belong to" in message
-    # an export that fails its verification leaves nothing behind
+
+    # an export that fails its verification, or fails half-way, leaves nothing behind (the exporter is
+    # replaced by a copy of the session's export, or by one that writes half a file and fails)
+    def copy(net, inputs, path, opset):
+        shutil.copy(onnx_export / "model.onnx", path)
+
+    def fail(net, inputs, path, opset):
+        path.write_bytes(b"half")
+        raise ValueError("disk full")
+
     out = tmp_path / "refused"
-    message = error([*export, "--calib", str(rig_file), "--out", str(out), "--min-agreement", "1.5"])
-    assert "agree with eager PyTorch on only" in message
+    args = [*export, "--calib", str(rig_file), "--out", str(out), "--with-logits"]
+    monkeypatch.setattr("renderocc.deploy.export.export_onnx", copy)
+    assert "agree with eager PyTorch on only" in error([*args, "--min-agreement", "1.5"])
+    assert not out.exists() and not list(tmp_path.glob(".refused*"))
+    monkeypatch.setattr("renderocc.deploy.export.export_onnx", fail)
+    assert error(args).endswith("disk full")
     assert not out.exists() and not list(tmp_path.glob(".refused*"))
 
     infer = ["infer", "--out", str(tmp_path / "pred"), "--device", "cpu"]

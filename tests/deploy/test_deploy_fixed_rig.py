@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from conftest import layer_medians
+from deploy_fixtures import layer_medians
 
 from renderocc.config import get_preset
 from renderocc.core.camera import CAMERAS

@@ -186,10 +186,14 @@ def export(
                 **result,
             }
             (tmp / EXPORT_FILE).write_text(json.dumps(meta, indent=1))
-            log(
-                f"verified against eager PyTorch: labels agree on {100 * result['label_agreement']:.3f}% of "
-                "voxels" + (f", density within {result['density_max_abs_diff']:.2g}" if with_logits else "")
+            logits = (
+                f", density within {result['density_max_abs_diff']:.2g} of values up to "
+                f"{result['density_max_abs']:.3g}"
+                if with_logits
+                else ""
             )
+            log(f"verified against eager PyTorch: labels agree on {100 * result['label_agreement']:.3f}% of "
+                f"voxels{logits}")  # fmt: skip
             if result["label_agreement"] < min_agreement:
                 raise ValueError(
                     f"the exported model's labels agree with eager PyTorch on only "
