@@ -35,7 +35,7 @@ from pathlib import Path
 
 import torch
 
-from renderocc.checkpoint import load_model, save_checkpoint
+from renderocc.checkpoint import checkpoint_preset, load_model, save_checkpoint
 from renderocc.config import get_preset
 from renderocc.deploy.export import export, rig_tensors
 from renderocc.deploy.fixed_rig import FixedRigNet
@@ -286,7 +286,7 @@ def main() -> None:
     if not rig_file.is_file():
         write_rig(rig_from_index(index, int(index.splits["val"][0])), rig_file)
     checkpoint = prepare_checkpoint(args, index, rig_file)
-    preset = load_model(checkpoint)[1]
+    preset = checkpoint_preset(checkpoint)
     val = frames(index, preset, "val", max(args.verify_frames, 1))
     results_file = out / f"results-{args.preset}.json"
     rows = {r["key"]: r for r in json.loads(results_file.read_text())} if results_file.is_file() else {}

@@ -20,7 +20,7 @@ from renderocc.checkpoint import load_model
 from renderocc.cli import main
 from renderocc.deploy import read_rig
 from renderocc.deploy.export import rig_tensors
-from renderocc.deploy.runtime import ExportedModel
+from renderocc.deploy.runtime import ExportedModel, rig_mismatch
 from renderocc.deploy.verify import eager_outputs
 
 # Stated tolerance of an fp32 export on the CPU: labels agree on >= 99.9% of voxels, and the density and
@@ -129,17 +129,15 @@ def test_bad_input_gets_one_line_errors(
     )
     rig = json.loads(rig_file.read_text())
     for camera in rig["cameras"].values():
-        del camera["image_size"]  # from the top level below
-    five = {"image_size": [90, 160], "cameras": {k: v for k, v in rig["cameras"].items() if k != "CAM_BACK"}}
-    (tmp_path / "five.json").write_text(json.dumps(five))
-    message = error([*export, "--calib", str(tmp_path / "five.json"), "--out", str(tmp_path / "x")])
-    assert "five.json: cameras lacks CAM_BACK; the model takes exactly the 6 cameras" in message
+        camera["width"], camera["height"] = 60, 40
+    (tmp_path / "small.json").write_text(json.dumps(rig))
+    message = error([*export, "--calib", str(tmp_path / "small.json"), "--out", str(tmp_path / "x")])
+    assert "lies outside its 60x40 image; give the width and height these intrinsics belong to" in message
+    for camera in rig["cameras"].values():
+        del camera["width"]
     (tmp_path / "nosize.json").write_text(json.dumps(rig))
     message = error([*export, "--calib", str(tmp_path / "nosize.json"), "--out", str(tmp_path / "x")])
-    assert "cameras.CAM_FRONT_LEFT.image_size missing" in message
-    (tmp_path / "small.json").write_text(json.dumps({**rig, "image_size": [40, 60]}))
-    message = error([*export, "--calib", str(tmp_path / "small.json"), "--out", str(tmp_path / "x")])
-    assert "lies outside its 40x60 image; give the image_size these intrinsics belong to" in message
+    assert "nosize.json: cameras.CAM_FRONT_LEFT: width and height must give the camera's original" in message
 
     # an export that fails its verification, or fails half-way, leaves nothing behind (the exporter is
     # replaced by a copy of the session's export, or by one that writes half a file and fails)
@@ -171,6 +169,11 @@ def test_bad_input_gets_one_line_errors(
     Image.open(folder / name).resize((320, 180)).save(folder / name)
     message = error(exported)
     assert "CAM_FRONT (frame 0) is resized and cropped otherwise" in message and "rig.json" in message
+    # a rig of another camera count (the checkpoint is camera-agnostic, the exported plan is not)
+    batch = frames(deploy_prepared, "val")[0]
+    batch["imgs"] = batch["imgs"][:, :, :5]
+    problem, _ = rig_mismatch(batch, json.loads((onnx_export / "export.json").read_text()))
+    assert problem.startswith("5 cameras where the exported rig has 6: CAM_FRONT_LEFT, CAM_FRONT")
 
 
 @pytest.mark.slow

@@ -118,28 +118,30 @@ def test_fixed_rig_net_equals_occupancy_net(stereo, prev_frames):
 
 def test_rig_round_trip_and_img_aug():
     K, _, E = rig((450, 800))
-    calib = {
-        "image_size": [450, 800],
-        "cameras": {
-            cam: {"intrinsics": K[n].tolist(), "sensor2ego": E[n].tolist()} for n, cam in enumerate(CAMERAS)
-        },
+    cameras = {
+        cam: {"intrinsics": K[n].tolist(), "sensor2ego": E[n].tolist(), "width": 800, "height": 450}
+        for n, cam in enumerate(reversed(CAMERAS))  # any order in the file: nuScenes order in the rig
     }
-    calib["cameras"]["CAM_BACK"]["image_size"] = [900, 1600]  # a per-camera size overrides the top level
-    parsed = rig_from_dict(calib, "rig.json")
+    cameras["CAM_BACK"] |= {"width": 1600, "height": 900, "distortion": [0.1, 0, 0, 0, 0]}
+    cameras["CAM_BACK"]["pinhole_intrinsics"] = (K[0] * 0.5).tolist()
+    parsed = rig_from_dict({"cameras": cameras}, "rig.json")
+    assert parsed.names == CAMERAS and parsed.images[1] == "CAM_FRONT.jpg"
     assert parsed.image_sizes[4] == (900, 1600) and parsed.image_sizes[0] == (450, 800)
-    assert parsed.images[1] == "CAM_FRONT.jpg"
+    assert (parsed.intrinsics[4] == (K[0] * 0.5).numpy()).all()  # a distorted camera enters as its pinhole
     again = rig_from_dict(parsed.to_dict(), "again")
-    assert again.image_sizes == parsed.image_sizes and again.images == parsed.images
+    assert again.names == parsed.names and again.image_sizes == parsed.image_sizes
     assert (again.cam2ego == parsed.cam2ego).all() and (again.intrinsics == parsed.intrinsics).all()
     aug = parsed.img_aug(get_preset("r50-256x704").data)
     # 450x800 and 900x1600 scale to cover 256x704 (x0.88, x0.44), both crop the top and keep the bottom
     assert aug[0, 0, 0] == pytest.approx(0.88) and aug[4, 0, 0] == pytest.approx(0.44)
     assert aug[0, 1, 2] == pytest.approx(-(450 * 0.88 - 256))
-    calib["cameras"]["CAM_FRONT"]["sensor2ego"] = [[1, 0], [0, 1]]
+    # another rig is taken in the file's order
+    other = rig_from_dict({"cameras": {"left": cameras["CAM_FRONT"], "front": cameras["CAM_BACK"]}}, "mine")
+    assert other.names == ("left", "front") and len(other.intrinsics) == 2
+    cameras["CAM_FRONT"]["sensor2ego"] = [[1, 0], [0, 1]]
     with pytest.raises(
         ValueError, match=r"rig.json: cameras.CAM_FRONT.sensor2ego must be a finite 4x4 matrix"
     ):
-        rig_from_dict(calib, "rig.json")
-    calib["cameras"]["CAM_EXTRA"] = calib["cameras"]["CAM_BACK"]
-    with pytest.raises(ValueError, match="has unknown CAM_EXTRA"):
-        rig_from_dict(calib, "rig.json")
+        rig_from_dict({"cameras": cameras}, "rig.json")
+    with pytest.raises(ValueError, match='rig.json: "cameras" must map camera names'):
+        rig_from_dict({"cams": cameras}, "rig.json")

@@ -2,8 +2,14 @@
 
     renderocc export --checkpoint RUN --calib rig.json --out DIR [--format onnx|torch] [--device cuda]
 
-The rig file is `renderocc infer --calib`'s JSON plus each camera's original image size (see
-`renderocc.deploy.rig`). DIR gets the model (`model.onnx` or `model.pt2`), `export.json` (inputs,
+The rig file is `renderocc infer --calib`'s JSON with the original size of each camera's images:
+
+    {"cameras": {"CAM_FRONT": {"intrinsics": [[fx, 0, cx], [0, fy, cy], [0, 0, 1]],
+                               "sensor2ego": [[...4x4 camera -> ego...]],
+                               "width": 1600, "height": 900},
+                 ... every camera of the rig (the six nuScenes cameras, or your own) ...}}
+
+DIR gets the model (`model.onnx` or `model.pt2`), `export.json` (inputs,
 outputs, preset, read-out, verification) and `rig.json`. The network's inputs and outputs are described in
 `renderocc.deploy.fixed_rig`: images of the key and previous frames and the ego motion between them in,
 Occ3D uint8 labels out, the voxel-pooling plan and the read-out thresholds baked in.
@@ -13,6 +19,7 @@ Occ3D uint8 labels out, the voxel-pooling plan and the read-out thresholds baked
 bf16 autocast as `renderocc infer` does on CUDA; load it with torch._inductor.aoti_load_package, without
 this package. Before the folder appears, the exported model runs once beside the eager PyTorch model on
 random images and a small ego motion: its labels must agree on --min-agreement of the voxels.
+docs/deployment.md has the details.
 """
 
 from __future__ import annotations
@@ -169,8 +176,10 @@ def export(
             "preset": preset.to_dict(),
             "readout_threshold": threshold,
             "image_size": list(net.image_size),
-            "cameras": list(rig.to_dict()["cameras"]),
+            "cameras": list(rig.names),
+            "intrinsics": tensors[0].tolist(),
             "img_aug": tensors[1].tolist(),
+            "cam2ego": tensors[2].tolist(),
             "rig": rig.to_dict(),
             "inputs": tensor_specs(["imgs", "ego2keyego"], inputs),
             "outputs": tensor_specs(output_names(net), outputs),
@@ -220,7 +229,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("--checkpoint", required=True, help="run directory or RUN/checkpoints/step-N")
     parser.add_argument(
-        "--calib", required=True, help="the rig: JSON as for `infer --calib`, plus image_size"
+        "--calib", required=True, help="the rig: JSON as for `infer --calib`, with width and height"
     )
     parser.add_argument("--out", required=True, help="folder to write (must not exist unless --overwrite)")
     parser.add_argument("--format", default="onnx", choices=tuple(MODEL_FILES))

@@ -1,6 +1,6 @@
 """An OccupancyNet for one fixed rig: calibration and voxel-pooling plan baked in, plain exportable ops.
 
-Inputs (batch 1; T = 1 + the preset's previous frames, key frame first; N = 6 cameras in CAMERAS order):
+Inputs (batch 1; T = 1 + the preset's previous frames, key frame first; N = the rig's cameras, in its order):
   imgs        float32 [1, T, N, 3, H, W]  each camera's image resized and cropped with the rig's img_aug to
                                           the preset's image size, ImageNet-normalised (as the data loader)
   ego2keyego  float32 [1, T, 4, 4]        frame t's ego pose in the key ego frame (identity at t = 0); only
@@ -57,18 +57,15 @@ def warp_to_key_trilinear(
         centres = grid.voxel_centers(volume.device).view(-1, 3)
     pose = ego2keyego[0].float()
     points = (centres - pose[:3, 3]) @ pose[:3, :3]  # key ego -> frame t ego: R^T (p - t), as row vectors
-    position = (points - grid.lower_tensor(volume.device)) / grid.voxel_size - 0.5
-    base = torch.floor(position)
-    frac = position - base
-    base = base.long()
     axes = []  # per axis: (index, weight, inside) of the lower and the upper neighbour
     for a, n in enumerate((X, Y, Z)):
-        lower, upper = base[:, a], base[:, a] + 1
+        position = (points[:, a] - grid.lower[a]) / grid.voxel_size - 0.5  # Python scalars: no constants
+        lower = torch.floor(position)
+        frac = position - lower
+        lower = lower.long()
+        upper = lower + 1
         axes.append(
-            (
-                (lower, 1 - frac[:, a], (lower >= 0) & (lower < n)),
-                (upper, frac[:, a], (upper >= 0) & (upper < n)),
-            )
+            ((lower, 1 - frac, (lower >= 0) & (lower < n)), (upper, frac, (upper >= 0) & (upper < n)))
         )
     table = torch.cat([volume[0].permute(1, 2, 3, 0).reshape(-1, C), volume.new_zeros(1, C)])
     out = None

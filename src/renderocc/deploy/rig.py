@@ -1,14 +1,16 @@
-"""A fixed camera rig: the calibration file `renderocc infer --calib` reads, plus each camera's image size.
+"""A fixed camera rig: the calibration file `renderocc infer --calib` reads, with each camera's image size.
 
-    {"image_size": [900, 1600],                     (original [height, width] of every camera's images)
-     "cameras": {"CAM_FRONT": {"intrinsics": [[fx, 0, cx], [0, fy, cy], [0, 0, 1]],
+    {"cameras": {"CAM_FRONT": {"intrinsics": [[fx, 0, cx], [0, fy, cy], [0, 0, 1]],
                                "sensor2ego": [[...4x4 camera -> ego...]],
-                               "image": "CAM_FRONT.jpg",         (optional, as for infer --calib)
-                               "image_size": [900, 1600]},       (optional, overrides the top level)
-                 ... the six nuScenes cameras ...}}
+                               "width": 1600, "height": 900,      (required here: the original image size)
+                               "image": "CAM_FRONT.jpg",           (optional, as for infer --calib)
+                               "distortion": [...], "pinhole_intrinsics": [[...]]},   (optional, as there)
+                 ... every camera of the rig ...}}
 
-The image size fixes the inference resize and crop (`img_aug`), so it belongs to the rig: an exported
-model takes images of exactly these sizes.
+The six nuScenes cameras are taken in nuScenes order, any other rig in the file's order (as `infer --calib`
+does). The image size fixes the inference resize and crop (`img_aug`), so it belongs to the rig: an
+exported model takes images of exactly these sizes. A camera with `distortion` enters the model as its
+pinhole camera (`pinhole_intrinsics`, default `intrinsics`), as its undistorted images do.
 """
 
 from __future__ import annotations
@@ -24,22 +26,21 @@ from renderocc.core.camera import CAMERAS
 from renderocc.infer import _matrix  # the same checks as `renderocc infer --calib`
 
 
-def _size(value, where: str) -> tuple[int, int]:
-    ok = isinstance(value, list | tuple) and len(value) == 2 and all(isinstance(v, int) for v in value)
-    if not ok or min(value) < 1:
-        raise ValueError(f"{where} must be [height, width] in pixels (e.g. [900, 1600]), got {value!r}")
-    return int(value[0]), int(value[1])
-
-
 @dataclass(frozen=True)
 class Rig:
-    """Six calibrated cameras in CAMERAS order: intrinsics [N, 3, 3], cam2ego [N, 4, 4], original image
-    sizes (H, W) and file names."""
+    """Calibrated cameras: names, the model's (pinhole) intrinsics [N, 3, 3], cam2ego [N, 4, 4], original
+    image sizes (H, W), and each camera's entry of the calibration file (written back as `rig.json`)."""
 
+    names: tuple[str, ...]
     intrinsics: np.ndarray
     cam2ego: np.ndarray
     image_sizes: tuple[tuple[int, int], ...]
-    images: tuple[str, ...]
+    entries: tuple[dict, ...]
+
+    @property
+    def images(self) -> tuple[str, ...]:
+        """Each camera's image file name in a frame folder."""
+        return tuple(entry["image"] for entry in self.entries)
 
     def img_aug(self, cfg: DataConfig) -> np.ndarray:
         """The inference resize and crop of every camera's images to cfg.image_size, [N, 3, 3]."""
@@ -48,52 +49,37 @@ class Rig:
         return np.stack([image_aug_matrix(size, cfg.image_size, cfg, None)[0] for size in self.image_sizes])
 
     def to_dict(self) -> dict:
-        """The rig as `read_rig` reads it back."""
-        cameras = {
-            cam: {
-                "intrinsics": self.intrinsics[n].tolist(),
-                "sensor2ego": self.cam2ego[n].tolist(),
-                "image": self.images[n],
-                "image_size": list(self.image_sizes[n]),
-            }
-            for n, cam in enumerate(CAMERAS)
-        }
-        return {"cameras": cameras}
+        """The calibration file of the rig (`read_rig` reads it back)."""
+        return {"cameras": dict(zip(self.names, self.entries))}
 
 
 def rig_from_dict(calib: dict, where: str) -> Rig:
     """A Rig from the parsed JSON; errors name `where` (the file) and the field."""
     cameras = calib.get("cameras") if isinstance(calib, dict) else None
-    if not isinstance(cameras, dict):
-        raise ValueError(f"{where}: no `cameras` object; see `renderocc export --help` for the rig format")
-    missing = [c for c in CAMERAS if c not in cameras]
-    unknown = [c for c in cameras if c not in CAMERAS]
-    if missing or unknown:
-        problem = f"lacks {', '.join(missing)}" if missing else f"has unknown {', '.join(unknown)}"
-        raise ValueError(
-            f"{where}: cameras {problem}; the model takes exactly the {len(CAMERAS)} cameras "
-            f"{', '.join(CAMERAS)}"
-        )
-    intrinsics, cam2ego, sizes, images = [], [], [], []
-    for cam in CAMERAS:
-        entry, field = cameras[cam], f"{where}: cameras.{cam}"
+    if not isinstance(cameras, dict) or not cameras:
+        raise ValueError(f'{where}: "cameras" must map camera names to their calibration')
+    names = CAMERAS if set(CAMERAS) <= set(cameras) else tuple(cameras)
+    intrinsics, cam2ego, sizes, entries = [], [], [], []
+    for cam in names:
+        entry, field = dict(cameras[cam]), f"{where}: cameras.{cam}"
         K = _matrix(entry.get("intrinsics"), (3, 3), f"{field}.intrinsics")
         pose = _matrix(entry.get("sensor2ego"), (4, 4), f"{field}.sensor2ego")
-        size = entry.get("image_size", calib.get("image_size"))
-        if size is None:
+        w, h = entry.get("width"), entry.get("height")
+        if not (isinstance(w, int) and isinstance(h, int) and w > 0 and h > 0):
             raise ValueError(
-                f"{field}.image_size missing: give the camera's original image [height, width], or a "
-                "top-level image_size for all cameras (e.g. [900, 1600])"
+                f"{field}: width and height must give the camera's original image size in pixels (e.g. "
+                f'"width": 1600, "height": 900), got {w!r} and {h!r}'
             )
-        h, w = _size(size, f"{field}.image_size")
         if not (0 < K[0, 2] < w and 0 < K[1, 2] < h):
             raise ValueError(
-                f"{field}: the principal point ({K[0, 2]:g}, {K[1, 2]:g}) lies outside its {h}x{w} image; "
-                "give the image_size these intrinsics belong to"
+                f"{field}: the principal point ({K[0, 2]:g}, {K[1, 2]:g}) lies outside its {w}x{h} image; "
+                "give the width and height these intrinsics belong to"
             )
-        intrinsics.append(K), cam2ego.append(pose), sizes.append((h, w))
-        images.append(str(entry.get("image", f"{cam}.jpg")))
-    return Rig(np.stack(intrinsics), np.stack(cam2ego), tuple(sizes), tuple(images))
+        if entry.get("distortion") is not None:
+            K = _matrix(entry.get("pinhole_intrinsics", K), (3, 3), f"{field}.pinhole_intrinsics")
+        entry.setdefault("image", f"{cam}.jpg")
+        intrinsics.append(K), cam2ego.append(pose), sizes.append((h, w)), entries.append(entry)
+    return Rig(tuple(names), np.stack(intrinsics), np.stack(cam2ego), tuple(sizes), tuple(entries))
 
 
 def rig_from_index(index, sample: int) -> Rig:
@@ -101,16 +87,16 @@ def rig_from_index(index, sample: int) -> Rig:
     sensor2ego (without the ego motion between the LiDAR and camera times) and its image size."""
     from PIL import Image
 
-    sizes = []
-    for n in range(len(CAMERAS)):
+    cameras = {}
+    for n, cam in enumerate(getattr(index, "cameras", CAMERAS)):
         with Image.open(index.image_path(sample, n)) as image:
-            sizes.append((image.height, image.width))
-    return Rig(
-        np.asarray(index.arrays["intrinsics"][sample], dtype=np.float64),
-        np.asarray(index.arrays["cam2camego"][sample], dtype=np.float64),
-        tuple(sizes),
-        tuple(f"{cam}.jpg" for cam in CAMERAS),
-    )
+            cameras[cam] = {
+                "intrinsics": np.asarray(index.arrays["intrinsics"][sample, n], dtype=np.float64).tolist(),
+                "sensor2ego": np.asarray(index.arrays["cam2camego"][sample, n], dtype=np.float64).tolist(),
+                "width": image.width,
+                "height": image.height,
+            }
+    return rig_from_dict({"cameras": cameras}, f"index {index.root}, sample {sample}")
 
 
 def write_rig(rig: Rig, path: str | Path) -> Path:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -121,16 +120,16 @@ class ExportedModel:
 def rig_mismatch(batch: dict, meta: dict) -> tuple[str | None, str | None]:
     """How a batch's calibration differs from the export's rig: (error, warning), each a phrase or None.
 
-    Images of another size (another resize and crop) or other intrinsics are errors: the baked-in pooling
-    plan would put features in the wrong voxels. A camera pose off by more than 1 cm or 0.1 degree is a
-    warning: datasets such as nuScenes fold the ego motion between the LiDAR and the camera timestamps into
-    each frame's cam2ego, which a fixed rig leaves out.
+    Another camera count, images of another size (another resize and crop) or other intrinsics are errors:
+    the baked-in pooling plan would put features in the wrong voxels. A camera pose off by more than 1 cm or
+    0.1 degree is a warning: datasets such as nuScenes fold the ego motion between the LiDAR and the camera
+    timestamps into each frame's cam2ego, which a fixed rig leaves out.
     """
-    rig = meta["rig"]["cameras"]
     cameras = meta["cameras"]
-    K = torch.tensor([rig[c]["intrinsics"] for c in cameras], dtype=torch.float64)
-    E = torch.tensor([rig[c]["sensor2ego"] for c in cameras], dtype=torch.float64)
-    A = torch.tensor(meta["img_aug"], dtype=torch.float64)
+    K, A, E = (torch.tensor(meta[key], dtype=torch.float64) for key in ("intrinsics", "img_aug", "cam2ego"))
+    count = batch["imgs"].shape[2]
+    if count != len(cameras):
+        return f"{count} cameras where the exported rig has {len(cameras)}: {', '.join(cameras)}", None
     b_K, b_A, b_E = (batch[k][0].double() for k in ("intrinsics", "img_aug", "cam2ego"))  # [T, N, ...]
     aug = (b_A - A).abs().amax(dim=(-1, -2))  # [T, N]
     if aug.max() > 1e-3:
@@ -171,7 +170,8 @@ def run_exported(args: argparse.Namespace) -> int:
     out_dir = Path(args.out)
     rig_file = Path(args.exported) / RIG_FILE
 
-    def predict(batch: dict) -> torch.Tensor:
+    def predict(batch: dict) -> tuple[torch.Tensor, str | None]:
+        """Occ3D labels [X', Y', Z'] on the output grid, and how the frame's poses differ from the rig."""
         error, warning = rig_mismatch(batch, model.meta)
         if error:
             raise ValueError(
@@ -201,9 +201,7 @@ def run_exported(args: argparse.Namespace) -> int:
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     count, warned = 0, []
-    for batch in tqdm(
-        loader, desc=f"infer ({model.provider})", unit="frame", total=math.ceil(len(loader.dataset))
-    ):
+    for batch in tqdm(loader, desc=f"infer ({model.provider})", unit="frame", total=len(loader.dataset)):
         labels, warning = predict(batch)
         write_prediction(out_dir, batch["sample_token"][0], labels)
         count += 1
