@@ -17,6 +17,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("renderocc.eval.cli", "Occ3D mIoU and RayIoU of a checkpoint or of saved predictions"),
     "calibrate": ("renderocc.eval.calibrate", "the read-out density threshold, chosen from 2D labels only"),
     "infer": ("renderocc.infer", "predict Occ3D-format occupancy for a dataset or a folder of images"),
+    "export": ("renderocc.deploy.export", "one rig's model as ONNX or an AOTInductor package"),
     "demo": ("renderocc.demo", "make data, train, evaluate and draw pictures, end to end"),
     "vis": ("renderocc.vis.cli", "PNG / video renders of predicted and ground-truth occupancy"),
     "view": ("renderocc.vis.view", "a self-contained interactive HTML viewer"),

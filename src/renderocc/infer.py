@@ -161,7 +161,9 @@ class Predictor:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, help="run directory or RUN/checkpoints/step-N")
+    model = parser.add_mutually_exclusive_group(required=True)
+    model.add_argument("--checkpoint", help="run directory or RUN/checkpoints/step-N")
+    model.add_argument("--exported", help="folder from `renderocc export` (its rig is the --calib default)")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--dataroot", help="dataset prepared by `renderocc prepare`")
     source.add_argument("--images", help="folder of one frame's six camera images (needs --calib)")
@@ -182,6 +184,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from renderocc.checkpoint import load_model
 
+    if args.exported:
+        from renderocc.deploy.runtime import run_exported
+
+        return run_exported(args)
     if args.images and not args.calib:
         raise ValueError("--images needs --calib calib.json (intrinsics and sensor2ego of the six cameras)")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
