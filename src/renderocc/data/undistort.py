@@ -75,7 +75,7 @@ def remap_image(image: np.ndarray, src: np.ndarray, ok: np.ndarray) -> np.ndarra
     """Bilinear resampling of an RGB image uint8 [h, w, 3] at source positions src [H, W, 2] -> [H, W, 3]."""
     h, w = image.shape[:2]
     grid = torch.from_numpy(src / np.array([w, h], np.float32) * 2 - 1)[None]
-    pixels = torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1)[None].float()  # read-only inputs too
+    pixels = torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1)[None].float()  # may be read-only
     out = F.grid_sample(pixels, grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0]
     out = out.permute(1, 2, 0).numpy() * ok[..., None]
     return out.round().clip(0, 255).astype(np.uint8)
