@@ -143,7 +143,7 @@ class TrainConfig:
     val_every: int = 1000  # iterations
     checkpoint_every: int = 500  # iterations; the last iteration always writes one
     keep_checkpoints: int = 3
-    amp: bool = True  # bf16 autocast on CUDA
+    amp: bool = True  # bf16 autocast on CUDA and on CPUs with native bf16 (train_utils.amp)
     compile: bool = False  # torch.compile the network's stages (train.compile_stages); minutes at the start
     # on CUDA, replay the step's forward and backward as one CUDA graph (the 2D losses alone under DDP):
     # eagerly the host took longer to launch an r50 step's kernels than the GPU to run them
@@ -216,7 +216,6 @@ PRESETS: dict[str, Preset] = {
             encoder_channels=(16, 32, 64),
             encoder_layers=(1, 1, 1),
             head_hidden=32,
-            channels_last=False,
             # At this preset's lr (2e-3) the head leaves the transparent start within the first hundred steps.
             # After 1,000 CPU steps with the rendering-only losses, the transparent start scored 4.3 mIoU and
             # density_init 10 + free-space prior 3.7; with line of sight and the point voxel (the loss

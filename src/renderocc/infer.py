@@ -143,9 +143,9 @@ class Predictor:
     def _labels_of(self, batch: dict) -> dict[str, torch.Tensor]:
         from renderocc.eval.miou import resample_labels
         from renderocc.models import occupancy_readout
+        from renderocc.train_utils.amp import autocast
 
-        amp = self.preset.train.amp and self.device.type == "cuda"
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
+        with autocast(self.device, self.preset.train.amp):
             out = self.model(batch)
         labels = occupancy_readout(out["density"].float(), out["semantics"].float(), self.threshold)
         return {"labels": resample_labels(labels, self.preset.grid, self.out_grid)}

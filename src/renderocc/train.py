@@ -39,6 +39,7 @@ from renderocc.config import PRESETS, Preset, get_preset
 from renderocc.data.batch import batch_to
 from renderocc.eval.evaluate import evaluate_model, label_grid
 from renderocc.train_utils import distributed
+from renderocc.train_utils.amp import autocast
 from renderocc.train_utils.cuda_graphs import GraphedCall, GraphedLosses, LossFn
 from renderocc.train_utils.data import eval_loader, open_index, train_loader
 from renderocc.train_utils.ema import EMA
@@ -179,12 +180,11 @@ def forward_backward(
     losses_2d: the 2D loss terms, `rendered_losses` by default. bf16 autocast on CUDA when train.amp.
     """
     device = next(raw_model.parameters()).device
-    amp = preset.train.amp and device.type == "cuda"
     graphs = graphs if device.type == "cuda" else "off"
     fn_2d = losses_2d or functools.partial(rendered_losses, preset=preset, class_weights=class_weights)
 
     def step(batch: dict, fn_2d: LossFn) -> dict[str, torch.Tensor]:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+        with autocast(device, preset.train.amp):
             losses = training_losses(model, raw_model, batch, preset, supervision, class_weights, fn_2d)
         raw_model.zero_grad(set_to_none=True)
         sum(losses.values()).backward()
@@ -348,7 +348,6 @@ def train(preset: Preset, opts: TrainOptions) -> Path:
         model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device] if device.type == "cuda" else None
         )
-    amp = cfg.amp and device.type == "cuda"
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes: each convolution's fastest algorithm, once
     uncompile = compile_stages(raw_model) if (cfg.compile if opts.compile is None else opts.compile) else None
@@ -358,7 +357,7 @@ def train(preset: Preset, opts: TrainOptions) -> Path:
     workers = cfg.num_workers if opts.num_workers is None else opts.num_workers
     loader = train_loader(
         index, preset.data, cfg.batch_size, workers, opts.seed, plan.samples_seen, dist.rank,
-        dist.world_size, pin_memory=device.type == "cuda",
+        dist.world_size, pin_memory=device.type == "cuda", with_gts="3d" in opts.supervision,
     )  # fmt: skip
     val_every = opts.val_every or cfg.val_every
     has_val = index.has_gts and len(index.splits.get("val", ())) > 0
@@ -467,7 +466,7 @@ def train(preset: Preset, opts: TrainOptions) -> Path:
             with ema.applied_to(raw_model):
                 distributed.broadcast_buffers(raw_model)  # every process scores with rank 0's EMA, as saved
                 metrics = evaluate_model(
-                    raw_model, loader_val, preset, index, device, False, amp=amp, progress=False
+                    raw_model, loader_val, preset, index, device, False, amp=cfg.amp, progress=False
                 )
             if dist.is_main:
                 log_metrics(run_dir, {"step": done, "val/miou": metrics["miou"]}, writer)

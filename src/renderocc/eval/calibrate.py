@@ -28,6 +28,7 @@ from renderocc.core.grid import VoxelGrid
 from renderocc.data.batch import Batch, batch_to
 from renderocc.render.conventions import METRIC, convert_density
 from renderocc.render.losses import ends_inside_grid, free_points, labelled_points
+from renderocc.train_utils.amp import autocast
 
 FREE_VOTE, OCCUPIED_VOTE = 1, 2
 DEFAULT_THRESHOLDS = tuple(x / 2 for x in range(4, 61))  # 2.0, 2.5, .., 30.0
@@ -106,7 +107,7 @@ def calibrate(
     frames = 0
     for batch in tqdm(loader, desc="calibrate", unit="batch", disable=not progress, leave=False):
         batch = batch_to(batch, device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
+        with autocast(device, amp):
             density = model(batch)["density"].float()
         votes = ray_votes(batch, preset.grid).view(density.shape)
         for z in range(layers):

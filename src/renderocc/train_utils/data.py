@@ -59,10 +59,12 @@ def train_loader(
     rank: int = 0,
     world_size: int = 1,
     pin_memory: bool = False,
+    with_gts: bool | None = None,
 ) -> DataLoader:
     """Endless loader of augmented training batches, from position `start_sample` of the data stream
-    (the samples that earlier steps took; see `sampling`): a batch depends only on (seed, step)."""
-    dataset = OccDataset(index, cfg, "train", train=True)
+    (the samples that earlier steps took; see `sampling`): a batch depends only on (seed, step).
+    with_gts: load the Occ3D labels (default: when the index has them); 2D-only training needs none."""
+    dataset = OccDataset(index, cfg, "train", train=True, with_gts=with_gts)
     sampler = StepSampler(len(dataset), batch_size, seed, start_sample, rank, world_size)
     return DataLoader(
         SeededDataset(dataset),
