@@ -20,7 +20,6 @@ coarse demo model's output is upsampled (nearest) to it, and `renderocc eval --p
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from pathlib import Path
 
@@ -30,7 +29,7 @@ from tqdm import tqdm
 
 from renderocc.config import DataConfig, Preset
 from renderocc.core.camera import CAMERAS
-from renderocc.core.files import atomic_write
+from renderocc.core.files import atomic_write, read_json
 from renderocc.core.grid import VoxelGrid
 from renderocc.data.batch import batch_to
 from renderocc.eval.calibrate import add_readout_arguments, with_readout_arguments
@@ -51,14 +50,7 @@ def images_batch(images_dir: str | Path, calib_path: str | Path, cfg: DataConfig
     images_dir, calib_path = Path(images_dir), Path(calib_path)
     if not images_dir.is_dir():
         raise FileNotFoundError(f"--images {images_dir} is not a folder holding the six camera images")
-    try:
-        calib = json.loads(calib_path.read_text())
-    except FileNotFoundError:
-        raise FileNotFoundError(
-            f"--calib {calib_path} not found; see `renderocc infer --help` for its format"
-        ) from None
-    except json.JSONDecodeError as err:
-        raise ValueError(f"--calib {calib_path} is not valid JSON ({err})") from None
+    calib = read_json(calib_path, "--calib", "see `renderocc infer --help` for its format")
     cameras = calib.get("cameras", {})
     if not isinstance(cameras, dict) or not cameras:
         raise ValueError(f'{calib_path}: "cameras" must map camera names to their calibration')

@@ -184,7 +184,7 @@ def forward_backward(
     fn_2d = losses_2d or functools.partial(rendered_losses, preset=preset, class_weights=class_weights)
 
     def step(batch: dict, fn_2d: LossFn) -> dict[str, torch.Tensor]:
-        with autocast(device, preset.train.amp):
+        with autocast(device, preset.train.amp, cpu=True):
             losses = training_losses(model, raw_model, batch, preset, supervision, class_weights, fn_2d)
         raw_model.zero_grad(set_to_none=True)
         sum(losses.values()).backward()

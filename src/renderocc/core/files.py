@@ -1,7 +1,9 @@
-"""Atomic file writes: a temporary file beside the target, renamed over it only once complete."""
+"""Files: atomic writes (a temporary file beside the target, renamed over it only once complete), whole-folder
+replacement, and JSON reading with errors that name the file and the fix."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -41,3 +43,15 @@ def replace_dir(tmp: str | Path, final: str | Path) -> Path:
     else:
         tmp.rename(final)
     return final
+
+
+def read_json(path: str | Path, what: str, fix: str) -> object:
+    """The JSON in `path`; a missing file or invalid JSON raises a one-line error naming `what` the file is,
+    the path, and `fix` (what to do about a missing file)."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{what} {path} not found; {fix}") from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{what} {path} is not valid JSON ({err}); fix the file") from None

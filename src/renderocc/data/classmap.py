@@ -14,13 +14,13 @@ summary, the pictures and the viewer. 3D labels always use the model's classes (
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from renderocc.core.classes import NUM_SEMANTIC, OCC3D_CLASSES
+from renderocc.core.files import read_json
 
 UNKNOWN = 255  # in class images, point classes and the model-class lookup: no label
 NOT_LISTED = -1  # lookup value of an id the class map does not list: an error where it occurs
@@ -141,15 +141,7 @@ def load_class_map(path: str | Path | None) -> ClassMap:
     """The class map in `path`, or the model's own classes when `path` is None."""
     if path is None:
         return DEFAULT
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise FileNotFoundError(
-            f"class map {path} not found; write it (docs/data_format.md) or remove its mention"
-        ) from None
-    except json.JSONDecodeError as err:
-        raise ValueError(f"class map {path} is not valid JSON ({err}); fix the file") from None
+    data = read_json(path, "class map", "write it (docs/data_format.md) or remove its mention")
     return parse_class_map(data, str(path))
 
 

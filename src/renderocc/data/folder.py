@@ -17,7 +17,6 @@ after it read both alike.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
+from renderocc.core.files import read_json
 from renderocc.data.classmap import ClassMap, load_class_map
 from renderocc.data.undistort import check_distortion
 
@@ -87,14 +87,7 @@ class FrameSpec:
 
 
 def _read_json(path: Path, what: str) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise FileNotFoundError(
-            f"{what} {path} not found; write it as docs/data_format.md describes"
-        ) from None
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{what} {path} is not valid JSON ({err}); fix the file") from None
+    data = read_json(path, what, "write it as docs/data_format.md describes")
     if not isinstance(data, dict):
         raise ValueError(f"{what} {path} must hold a JSON object; see docs/data_format.md")
     return data

@@ -23,6 +23,7 @@ import numpy as np
 
 from renderocc.config import DataConfig
 from renderocc.core.camera import CAMERAS
+from renderocc.core.files import read_json
 from renderocc.infer import _matrix  # the same checks as `renderocc infer --calib`
 
 
@@ -108,13 +109,5 @@ def write_rig(rig: Rig, path: str | Path) -> Path:
 
 def read_rig(path: str | Path) -> Rig:
     """The rig of a calibration JSON file (format in this module's docstring)."""
-    path = Path(path)
-    try:
-        calib = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise FileNotFoundError(
-            f"rig {path} not found; write the calibration JSON `renderocc export --help` describes"
-        ) from None
-    except json.JSONDecodeError as err:
-        raise ValueError(f"rig {path} is not valid JSON ({err})") from None
+    calib = read_json(path, "rig", "write the calibration JSON `renderocc export --help` describes")
     return rig_from_dict(calib, str(path))

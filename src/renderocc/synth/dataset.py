@@ -14,6 +14,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from renderocc.core.classes import FREE
+from renderocc.core.files import replace_dir
 from renderocc.core.grid import VoxelGrid
 from renderocc.synth import materials, occupancy, sensors
 from renderocc.synth.city import KEYFRAME_DT, build_world
@@ -107,13 +108,7 @@ def generate(
         stats = _write_dataset(
             tmp, scenes, frames, image_size, seed, val, version, torch.device(device), progress, pseudo
         )
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(out)
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
