@@ -142,6 +142,22 @@ def _reference_position(
 
 
 @triton.jit
+def _position(k, n, trans, stop, t_near, ox, oy, oz, dx, dy, dz, step, px, py, pz, travelled, t_ptr,
+              background, merge, depth_scale, REFERENCE: tl.constexpr):  # fmt: skip
+    """Sample k of the convention (q, depth coordinate x), whether it is live (exists, kept, and the ray has
+    not stopped), and the reference's running distance since its last kept candidate (p: candidate k - 1)."""
+    live = (k < n) & (trans >= stop)
+    if REFERENCE:
+        qx, qy, qz, x, kept, travelled = _reference_position(
+            k, ox, oy, oz, dx, dy, dz, px, py, pz, travelled, t_ptr, background, merge, depth_scale
+        )
+        live = live & kept
+    else:
+        qx, qy, qz, x = _metric_position(k, t_near, ox, oy, oz, dx, dy, dz, step)
+    return qx, qy, qz, x, live, travelled
+
+
+@triton.jit
 def _block_rays(rays_o_ptr, rays_d_ptr, t_near_ptr, num_samples_ptr, R, BLOCK_R: tl.constexpr, cols):
     """This program's rays as [BLOCK_R, BLOCK_C] tiles replicated along the channels: flat ray index into
     [B, R], in-range mask, origin, direction, t_near and sample count."""
@@ -222,15 +238,12 @@ def render_fwd_kernel(
     k = 0
     go = n_max > 0
     while go:
-        live = (k < n) & (trans >= stop)
-        if REFERENCE:
-            qx, qy, qz, x, kept, travelled = _reference_position(
-                k, ox, oy, oz, dx, dy, dz, px, py, pz, travelled, t_ptr, background, merge, depth_scale
-            )
+        qx, qy, qz, x, live, travelled = _position(
+            k, n, trans, stop, t_near, ox, oy, oz, dx, dy, dz, step, px, py, pz, travelled, t_ptr,
+            background, merge, depth_scale, REFERENCE,
+        )  # fmt: skip
+        if REFERENCE:  # the crowding test's previous candidate (the metric kernel carries none)
             px, py, pz = qx, qy, qz
-            live = live & kept
-        else:
-            qx, qy, qz, x = _metric_position(k, t_near, ox, oy, oz, dx, dy, dz, step)
         base, sx, sy, sz, fx, fy, fz, inside, dens, tau, w, keep_a, keep_w = _sample(
             live, qx, qy, qz, trans, density_b, orx, ory, orz, scx, scy, scz, interval, shift, thr,
             NX, NY, NZ, REFERENCE,
@@ -311,15 +324,12 @@ def render_bwd_kernel(
     k = 0
     go = n_max > 0
     while go:
-        live = (k < n) & (trans >= stop)
-        if REFERENCE:
-            qx, qy, qz, x, kept, travelled = _reference_position(
-                k, ox, oy, oz, dx, dy, dz, px, py, pz, travelled, t_ptr, background, merge, depth_scale
-            )
+        qx, qy, qz, x, live, travelled = _position(
+            k, n, trans, stop, t_near, ox, oy, oz, dx, dy, dz, step, px, py, pz, travelled, t_ptr,
+            background, merge, depth_scale, REFERENCE,
+        )  # fmt: skip
+        if REFERENCE:  # the crowding test's previous candidate (the metric kernel carries none)
             px, py, pz = qx, qy, qz
-            live = live & kept
-        else:
-            qx, qy, qz, x = _metric_position(k, t_near, ox, oy, oz, dx, dy, dz, step)
         base, sx, sy, sz, fx, fy, fz, inside, dens, tau, w, keep_a, keep_w = _sample(
             live, qx, qy, qz, trans, density_b, orx, ory, orz, scx, scy, scz, interval, shift, thr,
             NX, NY, NZ, REFERENCE,
