@@ -177,7 +177,8 @@ def forward_backward(
     graphs (on CUDA): "step" replays the whole forward and backward as one CUDA graph (GraphedCall; one
     process, since DDP's all-reduce runs outside graphs), "losses" the 2D losses only (GraphedLosses), "off"
     none.
-    losses_2d: the 2D loss terms, `rendered_losses` by default. bf16 autocast on CUDA when train.amp.
+    losses_2d: the 2D loss terms, `rendered_losses` by default. bf16 autocast when train.amp (on CUDA, and on
+    CPUs with native bf16: train_utils.amp).
     """
     device = next(raw_model.parameters()).device
     graphs = graphs if device.type == "cuda" else "off"
