@@ -1,5 +1,5 @@
-"""CUDA graphs: a training step's whole forward and backward, or inference, as one replay (GraphedCall); or the
-2D losses alone (GraphedLosses, for DDP, whose gradient all-reduce stays outside a graph)."""
+"""CUDA graphs: a training step's whole forward and backward, or inference, as one replay (GraphedCall); or
+the 2D losses alone (GraphedLosses, for DDP, whose gradient all-reduce stays outside a graph)."""
 
 from __future__ import annotations
 
