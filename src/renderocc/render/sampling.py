@@ -105,7 +105,7 @@ def reference_samples(
     q = torch.where(inner, q, q / norm * ((1 + conv.background) - conv.background / norm))
     kept = inner.squeeze(-1).clone()
     hop = (q[..., 1:, :] - q[..., :-1, :]).norm(dim=-1)  # from sample k - 1 to k
-    travelled = torch.zeros_like(hop[..., 0])
+    travelled = hop.new_zeros(hop.shape[:-1])  # [...]: also with a single sample (no hops)
     for k in range(1, num_samples):  # a running sum that restarts: sequential by nature
         travelled = travelled + hop[..., k - 1]
         over = travelled > conv.merge_distance
