@@ -71,9 +71,7 @@ def pool_index(points: torch.Tensor, grid: VoxelGrid) -> torch.Tensor:
     """
     S = points.shape[0]
     X, Y, Z = grid.shape
-    index = grid.points_to_index(points)
-    i, j, k = (index[..., a].clamp(0, n - 1) for a, n in enumerate((X, Y, Z)))  # outside points: any row
-    voxel = (i * Y + j) * Z + k
+    voxel = grid.flat_index(grid.points_to_index(points))  # any number outside the grid: replaced below
     voxel = voxel + torch.arange(S, device=points.device).view(S, 1, 1, 1, 1) * (X * Y * Z)
     return torch.where(grid.contains(points), voxel, S * X * Y * Z)
 

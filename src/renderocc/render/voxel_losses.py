@@ -41,7 +41,7 @@ def pool_voxel_labels(
             f"{list(mask_camera.shape)} must both be [B, {', '.join(map(str, label_grid.shape))}]"
         )
     x, y, z = grid.shape
-    # Class histogram per model voxel by one bincount over (model voxel, class) keys of observed voxels.
+    # Class histogram per model voxel by one scatter-add over (model voxel, class) keys of observed voxels.
     coarse = torch.arange(x * y * z, device=voxel_semantics.device).view(x, 1, y, 1, z, 1)
     coarse = coarse.expand(x, f, y, f, z, f).reshape(x * f, y * f, z * f)  # each model voxel's f^3 labels
     batch = torch.arange(b, device=voxel_semantics.device).view(b, 1, 1, 1) * (x * y * z)
