@@ -173,6 +173,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-samples", type=int, default=None, help="only the first N frames of the split")
 
 
+def split_loader(args: argparse.Namespace, cfg: DataConfig, batch_size: int) -> torch.utils.data.DataLoader:
+    """The loader over --split of the --dataroot dataset (--version, --index, --max-samples, --num-workers),
+    without Occ3D labels: the frames `renderocc infer` predicts."""
+    from renderocc.train_utils.data import eval_loader, open_index
+
+    index = open_index(args.dataroot, args.version, args.index)
+    if args.split not in index.splits:
+        raise KeyError(f"unknown --split {args.split!r}; valid: {', '.join(index.splits)}")
+    return eval_loader(
+        index, cfg, args.split, batch_size, args.num_workers, max_samples=args.max_samples, with_gts=False
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     from renderocc.checkpoint import load_model
 
@@ -196,15 +209,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"prediction written to {path}")
         return 0
 
-    from renderocc.train_utils.data import eval_loader, open_index
-
-    index = open_index(args.dataroot, args.version, args.index)
-    if args.split not in index.splits:
-        raise KeyError(f"unknown --split {args.split!r}; valid: {', '.join(index.splits)}")
-    loader = eval_loader(
-        index, preset.data, args.split, args.batch_size, args.num_workers, max_samples=args.max_samples,
-        with_gts=False,
-    )  # fmt: skip
+    loader = split_loader(args, preset.data, args.batch_size)
     count, predict = 0, Predictor(model, preset, out_grid, device)
     for batch in tqdm(
         loader, desc="infer", unit="batch", total=math.ceil(len(loader.dataset) / args.batch_size)

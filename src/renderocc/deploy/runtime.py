@@ -156,7 +156,7 @@ def run_exported(args: argparse.Namespace) -> int:
 
     from renderocc.core.grid import VoxelGrid
     from renderocc.eval.miou import resample_labels
-    from renderocc.infer import images_batch, write_prediction
+    from renderocc.infer import images_batch, split_loader, write_prediction
 
     if args.threshold is not None or args.readout is not None:
         raise ValueError("--threshold / --readout: the read-out is part of an export; export again with them")
@@ -191,14 +191,7 @@ def run_exported(args: argparse.Namespace) -> int:
         print(f"prediction written to {write_prediction(out_dir, batch['sample_token'][0], labels)}")
         return 0
 
-    from renderocc.train_utils.data import eval_loader, open_index
-
-    index = open_index(args.dataroot, args.version, args.index)
-    if args.split not in index.splits:
-        raise KeyError(f"unknown --split {args.split!r}; valid: {', '.join(index.splits)}")
-    loader = eval_loader(
-        index, preset.data, args.split, 1, args.num_workers, max_samples=args.max_samples, with_gts=False
-    )
+    loader = split_loader(args, preset.data, 1)
     out_dir.mkdir(parents=True, exist_ok=True)
     count, warned = 0, []
     for batch in tqdm(loader, desc=f"infer ({model.provider})", unit="frame", total=len(loader.dataset)):
