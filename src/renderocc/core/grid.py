@@ -9,10 +9,10 @@ import torch
 
 
 @functools.lru_cache(maxsize=64)
-def _corner(values: tuple[float, ...], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """A box corner (or the last voxel index) as a tensor on a device, made once per (values, device, dtype):
-    building it from a Python tuple on every call is a host-to-device copy from pageable memory, which waits
-    for the GPU to drain."""
+def constant(values: tuple[float, ...], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """A tuple of numbers (a box corner, a convention's sample table) as a tensor on a device, made once per
+    (values, device, dtype): building it on every call is a host-to-device copy from pageable memory, which
+    waits for the GPU to drain and cannot be captured in a CUDA graph. Shared: do not modify it."""
     return torch.tensor(values, device=device, dtype=dtype)
 
 
@@ -45,11 +45,11 @@ class VoxelGrid:
 
     def lower_tensor(self, device: torch.device | str | None = None, dtype=torch.float32) -> torch.Tensor:
         """The lower corner [3] (a cached tensor shared by all callers: do not modify it in place)."""
-        return _corner(self.lower, torch.device(device or "cpu"), dtype)
+        return constant(self.lower, torch.device(device or "cpu"), dtype)
 
     def upper_tensor(self, device: torch.device | str | None = None, dtype=torch.float32) -> torch.Tensor:
         """The upper corner [3] (a cached tensor shared by all callers: do not modify it in place)."""
-        return _corner(self.upper, torch.device(device or "cpu"), dtype)
+        return constant(self.upper, torch.device(device or "cpu"), dtype)
 
     def points_to_index(self, points: torch.Tensor) -> torch.Tensor:
         """Integer voxel index of metric points. points [..., 3] -> long [..., 3].
@@ -62,7 +62,7 @@ class VoxelGrid:
         index = torch.floor((points - lo) / self.voxel_size).long()
         # The division rounds: just below the upper face (x = 39.999996 in float32) it gives the voxel
         # count (200), and a point just outside can round into the box. Clamp to the side of the face.
-        last = _corner(tuple(n - 1 for n in self.shape), points.device, torch.long)
+        last = constant(tuple(n - 1 for n in self.shape), points.device, torch.long)
         index = torch.where(points < hi, torch.minimum(index, last), torch.maximum(index, last + 1))
         return torch.where(points >= lo, index.clamp_min(0), index.clamp_max(-1))
 

@@ -97,13 +97,6 @@ class Convention:
         return self.name == REFERENCE
 
 
-@functools.lru_cache(maxsize=64)
-def constant(values: tuple[float, ...], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """A tuple of a convention as a tensor on a device, made once: a fresh host-to-device copy on every call
-    would make the host wait for the GPU, and cannot be captured in a CUDA graph. Do not modify it."""
-    return torch.tensor(values, device=device, dtype=dtype)
-
-
 def check_convention(convention: str) -> None:
     if convention not in CONVENTIONS:
         raise ValueError(f"render.convention={convention!r}; use one of {CONVENTIONS}")

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import torch
 
-from renderocc.core.grid import VoxelGrid
-from renderocc.render.conventions import Convention, constant, render_output
+from renderocc.core.grid import VoxelGrid, constant
+from renderocc.render.conventions import Convention, render_output
 from renderocc.render.output import RenderOutput
 
 try:

@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from renderocc.core.grid import VoxelGrid
-from renderocc.render.conventions import Convention, constant, render_output
+from renderocc.core.grid import VoxelGrid, constant
+from renderocc.render.conventions import Convention, render_output
 from renderocc.render.output import RenderOutput
 from renderocc.render.sampling import reference_samples, sample_positions, trilinear_corners
 

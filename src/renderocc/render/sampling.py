@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import torch
 
-from renderocc.core.grid import VoxelGrid
-from renderocc.render.conventions import Convention, constant
+from renderocc.core.grid import VoxelGrid, constant
+from renderocc.render.conventions import Convention
 
 
 def ray_box_intersection(

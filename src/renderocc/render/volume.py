@@ -6,8 +6,8 @@ import os
 
 import torch
 
-from renderocc.core.grid import VoxelGrid
-from renderocc.render.conventions import METRIC, constant, resolve
+from renderocc.core.grid import VoxelGrid, constant
+from renderocc.render.conventions import METRIC, resolve
 from renderocc.render.fused import render_fused, triton_available
 from renderocc.render.output import RenderOutput
 from renderocc.render.reference import render_reference
