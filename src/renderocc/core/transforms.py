@@ -65,8 +65,11 @@ def make_pose(
 def invert_pose(pose: Array) -> Array:
     """Inverse of rigid 4x4 poses [..., 4, 4] (numpy or torch), using R^T rather than a general inverse."""
     R, t = pose[..., :3, :3], pose[..., :3, 3:]
-    Rt = R.transpose(-1, -2) if isinstance(pose, torch.Tensor) else np.swapaxes(R, -1, -2)
-    out = pose.clone() if isinstance(pose, torch.Tensor) else pose.copy()
+    if isinstance(pose, torch.Tensor):  # concatenated, not written in place: ONNX and torch.export take it
+        Rt = R.transpose(-1, -2)
+        return torch.cat([torch.cat([Rt, -Rt @ t], -1), pose[..., 3:, :]], -2)
+    Rt = np.swapaxes(R, -1, -2)
+    out = pose.copy()
     out[..., :3, :3] = Rt
     out[..., :3, 3:] = -Rt @ t
     return out

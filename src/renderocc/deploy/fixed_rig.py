@@ -27,18 +27,12 @@ import torch
 from torch import nn
 
 from renderocc.core.grid import VoxelGrid
+from renderocc.core.transforms import invert_pose
 from renderocc.models.heads import occupancy_readout
 from renderocc.models.occnet import OccupancyNet
 from renderocc.models.stereo import plane_sweep_grid
 from renderocc.models.view_transformer import camera_parameters
 from renderocc.models.voxel_pool import feature_pixel_rays, frustum_points, pool_index
-
-
-def invert_rigid(pose: torch.Tensor) -> torch.Tensor:
-    """Inverse of rigid poses [..., 4, 4] without in-place writes (exporters prefer concatenation)."""
-    Rt = pose[..., :3, :3].transpose(-1, -2)
-    t = -Rt @ pose[..., :3, 3:]
-    return torch.cat([torch.cat([Rt, t], -1), pose[..., 3:, :]], -2)
 
 
 def warp_to_key_trilinear(
@@ -132,7 +126,7 @@ class FixedRigNet(nn.Module):
             self.register_buffer("rays", feature_pixel_rays(K, A, self.image_size, self.feature_size))
             self.register_buffer("pixel_proj", A @ K)
             self.register_buffer("cam2ego", E)
-            self.register_buffer("ego2cam", invert_rigid(E))
+            self.register_buffer("ego2cam", invert_pose(E))
         self.register_buffer("centres", self.grid.voxel_centers(device).view(-1, 3))
         if isinstance(threshold, int | float):
             self.threshold: float | torch.Tensor = float(threshold)
@@ -152,7 +146,7 @@ class FixedRigNet(nn.Module):
     def sweep_grid(self, ego2keyego: torch.Tensor, t: int) -> torch.Tensor:
         """Frame t's depth hypotheses in frame t + 1's images, as grid_sample coordinates [N, D, h, w, 2]."""
         # camera t -> ego t -> key ego -> ego t+1 -> camera t+1, the rig's cameras in both frames
-        motion = invert_rigid(ego2keyego[0, t + 1]) @ ego2keyego[0, t]
+        motion = invert_pose(ego2keyego[0, t + 1]) @ ego2keyego[0, t]
         cam2prevcam = self.ego2cam @ motion @ self.cam2ego
         return plane_sweep_grid(self.rays, self.depths, cam2prevcam, self.pixel_proj, self.image_size)
 
