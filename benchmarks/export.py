@@ -205,7 +205,9 @@ def measure(form: str, args, index, checkpoint: Path, rig_file: Path, val: list[
     for i in range(warmup + repeats):
         sync(args.device)
         start = time.perf_counter()
-        run(batch)["labels"].cpu()
+        labels = run(batch)["labels"]
+        sync(args.device)  # the whole device: a runtime may launch on a stream of its own
+        labels.cpu()
         if i >= warmup:
             times.append((time.perf_counter() - start) * 1e3)
     row["model_ms"] = statistics.median(times)
@@ -215,7 +217,9 @@ def measure(form: str, args, index, checkpoint: Path, rig_file: Path, val: list[
     loader = eval_loader(index, preset.data, "val", 1, args.num_workers, max_samples=count, with_gts=False)
     start, done = None, 0
     for batch in loader:  # the clock starts once the first frame is through (worker start-up left out)
-        run(to_device(batch, args.device))["labels"].cpu()
+        labels = run(to_device(batch, args.device))["labels"]
+        sync(args.device)
+        labels.cpu()
         if start is None:
             start = time.perf_counter()
         else:
@@ -281,6 +285,8 @@ def main() -> None:
     parser.add_argument("--num-workers", type=int, default=8)
     args = parser.parse_args()
     args.device = torch.device(args.device)
+    if args.precision == "float32":  # verify in true float32: TF32 convolutions round like bf16 (10 bits)
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
