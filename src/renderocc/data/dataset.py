@@ -8,6 +8,7 @@ keyframes, the key frame's LiDAR depth map and, when the index has them, the Occ
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 
 import numpy as np
 import torch
@@ -39,16 +40,29 @@ class OccDataset(Dataset):
 
     train=True draws image, BEV and ray-sampling randomness per item; train=False turns augmentation off
     and makes ray sampling deterministic per sample. `with_gts` (default: when the index has them) adds
-    voxel_semantics / mask_camera / mask_lidar.
+    voxel_semantics / mask_camera / mask_lidar; with_rays=False leaves out the rays and the depth map (the
+    2D training targets), which inference and scoring do not read. Items in `history_left_out` carry the
+    key frame's images alone (imgs [1, N, 3, H, W]): a streaming Predictor has their history frame's
+    features (see train_utils.data.eval_loader).
     """
 
-    def __init__(self, index: Index, cfg: DataConfig, split: str, train: bool, with_gts: bool | None = None):
+    def __init__(
+        self,
+        index: Index,
+        cfg: DataConfig,
+        split: str,
+        train: bool,
+        with_gts: bool | None = None,
+        with_rays: bool = True,
+        history_left_out: Collection[int] = frozenset(),
+    ):
         if split not in index.splits:
             raise KeyError(f"unknown split {split!r} of index {index.root}; valid: {', '.join(index.splits)}")
         _check_config(cfg)
         self.index, self.cfg, self.split, self.train = index, cfg, split, train
         self.samples = index.splits[split]
         self.with_gts = index.has_gts if with_gts is None else with_gts
+        self.with_rays, self.history_left_out = with_rays, frozenset(history_left_out)
         if self.with_gts and not index.has_gts:
             index.gts_path(0)  # raises with the fix
 
@@ -67,7 +81,7 @@ class OccDataset(Dataset):
         frames = self._temporal_frames(sample)
         img_aug = self._image_augs(sample, rng)  # per camera, shared by all frames so stereo stays rectified
         out = {
-            "imgs": self._images(frames, img_aug),
+            "imgs": self._images(frames[:1] if item in self.history_left_out else frames, img_aug),
             **self._poses(frames, bev_aug),
             "img_aug": torch.from_numpy(
                 np.broadcast_to(img_aug, (len(frames), *img_aug.shape)).astype(np.float32)
@@ -76,9 +90,12 @@ class OccDataset(Dataset):
             "sample_token": self.index.tokens[sample],
             "scene_name": self.index.scenes[sample],
         }
-        key_labels, rays = self._rays(sample, bev_aug, generator)
-        out["depth_map"] = self._depth_map(key_labels, img_aug)
-        out.update(rays)
+        if len(frames) > 1:
+            out["history_token"] = self.index.tokens[frames[1]]
+        if self.with_rays:
+            key_labels, rays = self._rays(sample, bev_aug, generator)
+            out["depth_map"] = self._depth_map(key_labels, img_aug)
+            out.update(rays)
         if self.with_gts:
             out.update(self._voxels(sample, bev_aug))
         return out
@@ -247,13 +264,15 @@ def _check_config(cfg: DataConfig) -> None:
 
 
 def collate(items: list[dict]) -> Batch:
-    """Stack items into a batch (renderocc.data.batch); voxel labels only when every item has them.
+    """Stack items into a batch (renderocc.data.batch); rays, voxel labels and history tokens only when
+    every item has them.
 
     default_collate stacks straight into shared memory inside a DataLoader worker, which saves a copy
     of the (large) image tensor on its way to the main process.
     """
-    keys = [*TENSOR_KEYS, *(k for k in OPTIONAL_KEYS if all(k in it for it in items))]
+    keys = [k for k in (*TENSOR_KEYS, *OPTIONAL_KEYS) if all(k in it for it in items)]
     batch: Batch = {k: default_collate([it[k] for it in items]) for k in keys}
-    batch["sample_token"] = [it["sample_token"] for it in items]
-    batch["scene_name"] = [it["scene_name"] for it in items]
+    for key in ("sample_token", "scene_name", "history_token"):
+        if all(key in it for it in items):
+            batch[key] = [it[key] for it in items]
     return batch
