@@ -121,6 +121,8 @@ class Predictor:
     ones that call computed (OccupancyNet.forward's `history`), so the backbone runs on the key frame's
     images alone; the labels are the same. A streaming loader (eval_loader's `stream`) then leaves those
     images out. Anything else, a scene's first frame or a frame out of order, is computed from its images.
+
+    uint8 images (eval_loader's `uint8_images`) are normalised here, on the device, as the loader would.
     """
 
     def __init__(
@@ -132,6 +134,7 @@ class Predictor:
         cuda_graphs: bool = True,
         stream: bool = True,
     ) -> None:
+        from renderocc.data.dataset import PIXEL_SCALE, PIXEL_SHIFT
         from renderocc.models.view_transformer import HISTORY
         from renderocc.train_utils.cuda_graphs import GraphedCall
 
@@ -141,6 +144,7 @@ class Predictor:
         threshold = preset.readout_threshold()  # per-layer thresholds made a tensor once, outside any graph
         per_layer = not isinstance(threshold, int | float)
         self.threshold = torch.tensor(threshold, device=device) if per_layer else threshold
+        self.pixel_scale, self.pixel_shift = PIXEL_SCALE.to(device), PIXEL_SHIFT.to(device)  # [3, 1, 1]
         graphed = cuda_graphs and device.type == "cuda"
         self._labels = GraphedCall(self._labels_of, model) if graphed else self._labels_of
         # (token, camera, history entries) of the last frame: on CUDA the entries are a graph's outputs,
@@ -156,6 +160,8 @@ class Predictor:
 
         streamed = "history_features" in batch
         history = {k: batch[f"history_{k}"] for k in self.history_keys} if streamed else None
+        if batch["imgs"].dtype == torch.uint8:  # the loader's multiply-add, on the device
+            batch = batch | {"imgs": batch["imgs"].float().mul_(self.pixel_scale).add_(self.pixel_shift)}
         with autocast(self.device, self.preset.train.amp):
             out = self.model(batch, history, return_history=self.stream)
         labels = occupancy_readout(out["density"].float(), out["semantics"].float(), self.threshold)
@@ -238,10 +244,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def split_loader(
-    args: argparse.Namespace, cfg: DataConfig, batch_size: int, stream: bool = False
+    args: argparse.Namespace, cfg: DataConfig, batch_size: int, stream: bool = False, uint8: bool = False
 ) -> torch.utils.data.DataLoader:
     """The loader over --split of the --dataroot dataset (--version, --index, --max-samples, --num-workers),
-    without Occ3D labels and rays: the frames `renderocc infer` predicts. stream: see eval_loader."""
+    without Occ3D labels and rays: the frames `renderocc infer` predicts. stream, uint8 (images): see
+    eval_loader."""
     from renderocc.train_utils.data import eval_loader, open_index
 
     index = open_index(args.dataroot, args.version, args.index)
@@ -249,7 +256,7 @@ def split_loader(
         raise KeyError(f"unknown --split {args.split!r}; valid: {', '.join(index.splits)}")
     return eval_loader(
         index, cfg, args.split, batch_size, args.num_workers, max_samples=args.max_samples, with_gts=False,
-        with_rays=False, stream=stream,
+        with_rays=False, stream=stream, uint8_images=uint8,
     )  # fmt: skip
 
 
@@ -277,7 +284,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
 
     stream = args.batch_size == 1 and not args.no_stream
-    loader = split_loader(args, preset.data, args.batch_size, stream)
+    loader = split_loader(args, preset.data, args.batch_size, stream, uint8=True)  # Predictor normalises
     count, predict = 0, Predictor(model, preset, out_grid, device, stream=stream)
     for batch in tqdm(
         loader, desc="infer", unit="batch", total=math.ceil(len(loader.dataset) / args.batch_size)

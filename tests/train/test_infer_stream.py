@@ -146,3 +146,50 @@ def test_infer_and_eval_cli_stream_by_default(scenes, prepared, tmp_path):
         )
     metrics = [json.loads((tmp_path / f"{n}.json").read_text()) for n in ("stream", "full")]
     assert metrics[0]["per_class_iou"] == metrics[1]["per_class_iou"] and metrics[0]["frames"] == 3
+
+
+def test_uint8_images_are_the_float_images_rounded(scenes):
+    """A uint8 loader's pixels, normalised by the Predictor, are the float loader's to within the rounding."""
+    from renderocc.data.augment import IMAGENET_STD
+    from renderocc.data.dataset import PIXEL_SCALE, PIXEL_SHIFT
+
+    preset = get_preset("demo")
+    model = _model(preset)
+    full = next(iter(eval_loader(scenes, preset.data, "all", 1, 0, with_gts=False, with_rays=False)))
+    rounded = next(
+        iter(
+            eval_loader(scenes, preset.data, "all", 1, 0, with_gts=False, with_rays=False, uint8_images=True)
+        )
+    )
+    assert rounded["imgs"].dtype == torch.uint8 and rounded["imgs"].shape == full["imgs"].shape
+    normalised = rounded["imgs"].float().mul_(PIXEL_SCALE).add_(PIXEL_SHIFT)
+    half_level = 0.5 / (255 * float(IMAGENET_STD.min()))
+    assert (normalised - full["imgs"]).abs().max() <= half_level + 1e-5
+
+    # the Predictor normalises as the loader does: the same labels and densities as from those floats
+    labels, densities, _ = _run(model, preset, [rounded, rounded | {"imgs": normalised}], stream=False)
+    assert torch.equal(labels[0], labels[1]) and torch.equal(densities[0], densities[1])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+def test_graphed_streaming_gives_the_eager_stateless_labels(scenes):
+    """Replayed as CUDA graphs, the history entries are a graph's outputs fed back as its inputs."""
+    from train_fixtures import tiny_preset
+
+    preset = tiny_preset().replace(data={"prev_frames": 1}, model={"stereo": True})
+    model = _model(preset)
+    with torch.no_grad():
+        first = next(iter(eval_loader(scenes, preset.data, "all", 1, 0, with_gts=False, with_rays=False)))
+        preset = preset.with_readout(float(model(first)["density"].median()))
+    model = model.cuda()
+    options = {"with_gts": False, "with_rays": False, "uint8_images": True}
+    full = list(eval_loader(scenes, preset.data, "all", 1, 0, **options))
+    streamed = list(eval_loader(scenes, preset.data, "all", 1, 0, stream=True, **options))
+    cuda, grid = torch.device("cuda"), VoxelGrid(voxel_size=0.8)
+    eager = Predictor(model, preset, grid, cuda, cuda_graphs=False, stream=False)
+    expected = [eager(b) for b in full]
+    graphed = Predictor(model, preset, grid, cuda)
+    for _ in range(2):  # the second lap replays both graphs
+        for b, labels in zip(streamed, expected, strict=True):
+            assert (graphed(b) == labels).float().mean() > 0.99  # bf16 flips voxels near the threshold
+    assert graphed.reused == 8

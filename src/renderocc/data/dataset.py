@@ -31,8 +31,8 @@ from renderocc.data.labels import FrameLabels, load_labels
 from renderocc.data.rays import camera_directions, labels_to_rays, ray_weights, weighted_sample
 
 # ImageNet normalisation of 0..255 pixels as one multiply-add: (x / 255 - mean) / std.
-_SCALE = torch.from_numpy(1 / (255 * IMAGENET_STD)).view(3, 1, 1)
-_SHIFT = torch.from_numpy(-IMAGENET_MEAN / IMAGENET_STD).view(3, 1, 1)
+PIXEL_SCALE = torch.from_numpy(1 / (255 * IMAGENET_STD)).view(3, 1, 1)
+PIXEL_SHIFT = torch.from_numpy(-IMAGENET_MEAN / IMAGENET_STD).view(3, 1, 1)
 
 
 class OccDataset(Dataset):
@@ -43,7 +43,8 @@ class OccDataset(Dataset):
     voxel_semantics / mask_camera / mask_lidar; with_rays=False leaves out the rays and the depth map (the
     2D training targets), which inference and scoring do not read. Items in `history_left_out` carry the
     key frame's images alone (imgs [1, N, 3, H, W]): a streaming Predictor has their history frame's
-    features (see train_utils.data.eval_loader).
+    features (see train_utils.data.eval_loader). uint8_images: imgs are the warped pixels rounded to uint8,
+    normalised by their consumer (infer.Predictor): a quarter of the bytes to pass from a loader worker.
     """
 
     def __init__(
@@ -55,6 +56,7 @@ class OccDataset(Dataset):
         with_gts: bool | None = None,
         with_rays: bool = True,
         history_left_out: Collection[int] = frozenset(),
+        uint8_images: bool = False,
     ):
         if split not in index.splits:
             raise KeyError(f"unknown split {split!r} of index {index.root}; valid: {', '.join(index.splits)}")
@@ -63,6 +65,7 @@ class OccDataset(Dataset):
         self.samples = index.splits[split]
         self.with_gts = index.has_gts if with_gts is None else with_gts
         self.with_rays, self.history_left_out = with_rays, frozenset(history_left_out)
+        self.uint8_images = uint8_images
         if self.with_gts and not index.has_gts:
             index.gts_path(0)  # raises with the fix
 
@@ -115,9 +118,10 @@ class OccDataset(Dataset):
         )
 
     def _images(self, frames: list[int], img_aug: np.ndarray) -> torch.Tensor:
-        """imgs float32 [T, N, 3, H, W], ImageNet-normalised."""
+        """imgs float32 [T, N, 3, H, W], ImageNet-normalised (uint8_images: uint8 0..255)."""
         hw = self.index.arrays["image_hw"]
-        imgs = torch.empty(len(frames), len(img_aug), 3, *self.cfg.image_size)
+        dtype = torch.uint8 if self.uint8_images else torch.float32
+        imgs = torch.empty(len(frames), len(img_aug), 3, *self.cfg.image_size, dtype=dtype)
         for t, frame in enumerate(frames):
             if t > 0 and frame == frames[t - 1]:  # the scene's first frame, repeated as its own history
                 imgs[t] = imgs[t - 1]
@@ -128,8 +132,11 @@ class OccDataset(Dataset):
                 img, decode_scale = read_image(
                     self.index.image_path(frame, n), (math.ceil(h0 * scale), math.ceil(w0 * scale))
                 )
-                imgs[t, n] = warp_image(img, aug, decode_scale, self.cfg.image_size)
-                imgs[t, n].mul_(_SCALE).add_(_SHIFT)
+                pixels = warp_image(img, aug, decode_scale, self.cfg.image_size)
+                if self.uint8_images:  # bilinear weights are >= 0 and sum to at most 1: no clamping needed
+                    imgs[t, n] = pixels.round_()
+                else:
+                    imgs[t, n] = pixels.mul_(PIXEL_SCALE).add_(PIXEL_SHIFT)
         return imgs
 
     def _poses(self, frames: list[int], bev_aug: np.ndarray) -> dict[str, torch.Tensor]:

@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         stream = args.batch_size == 1 and not args.no_stream
         loader = eval_loader(
             index, preset.data, args.split, args.batch_size, args.num_workers, dist.rank, dist.world_size,
-            args.max_samples, with_rays=False, stream=stream,
+            args.max_samples, with_rays=False, stream=stream, uint8_images=True,
         )  # fmt: skip
         result = evaluate_model(
             model, loader, preset, index, dist.device, not args.no_rayiou, args.ray_origins,

@@ -91,6 +91,7 @@ def eval_loader(
     with_gts: bool | None = None,
     with_rays: bool = True,
     stream: bool = False,
+    uint8_images: bool = False,
 ) -> DataLoader:
     """Loader over this process's share of a split's first `max_samples` frames, without augmentation.
 
@@ -102,6 +103,8 @@ def eval_loader(
     (batch 1): a frame whose history frame is the frame before it in this loader's order, or itself at a
     scene's first keyframe, comes without the history frame's images, which a streaming infer.Predictor
     fed this loader's batches in order does not need; decided per frame, so any number of workers agree.
+    uint8_images: imgs uint8 0..255 (rounded), which infer.Predictor normalises on its device: a quarter of
+    the float32 bytes, whose passing from the workers through shared memory cost more than their decoding.
     """
     if stream and batch_size != 1:
         raise ValueError(
@@ -112,7 +115,7 @@ def eval_loader(
     batches = [list(range(i, min(i + batch_size, count))) for i in range(0, count, batch_size)]
     batches = batches[rank::world_size]
     left_out = history_in_order(index, cfg, split, [i for b in batches for i in b]) if stream else ()
-    dataset = OccDataset(index, cfg, split, False, with_gts, with_rays, left_out)
+    dataset = OccDataset(index, cfg, split, False, with_gts, with_rays, left_out, uint8_images)
     if count == 0:
         raise ValueError(f"split {split!r} of index {index.root} has no samples; check the dataset's splits")
     return DataLoader(
