@@ -167,7 +167,7 @@ def run_demo(
     # the training frames' 2D labels (`renderocc calibrate`); the preset's single threshold is scored too
     votes = eval_loader(index, preset.data, "train", 1, 0, max_samples=CALIBRATION_FRAMES, with_gts=False)
     agreement = calibrate(model, votes, preset, dev, torch.tensor(DEFAULT_THRESHOLDS), amp=preset.train.amp)
-    loader = eval_loader(index, preset.data, "val", 1, 0)
+    loader = eval_loader(index, preset.data, "val", 1, 0, with_rays=False, stream=True, uint8_images=True)
     fixed = evaluate_model(model, loader, preset, index, dev, rayiou=True, amp=preset.train.amp)
     fixed = {"threshold": preset.loss.occupancy_threshold, **fixed}
     preset = preset.with_readout(agreement["layer_thresholds"])
@@ -180,7 +180,11 @@ def run_demo(
     pred_dir.mkdir(parents=True, exist_ok=True)
     grid = label_grid(preset.grid, load_occ3d(index.gts_path(int(index.splits["val"][0])))["semantics"].shape)
     predict = Predictor(model, preset, grid, dev)
-    for batch in eval_loader(index, preset.data, "val", 1, 0, max_samples=pictures, with_gts=False):
+    shown = eval_loader(
+        index, preset.data, "val", 1, 0, max_samples=pictures, with_gts=False, with_rays=False, stream=True,
+        uint8_images=True,
+    )  # fmt: skip
+    for batch in shown:
         write_prediction(pred_dir, batch["sample_token"][0], predict(batch)[0])
     drawn = render_dataset_frames(pred_dir, dataroot, picture_dir, max_frames=pictures, size=(720, 1280))
     viewer = write_viewer(

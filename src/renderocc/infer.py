@@ -108,12 +108,22 @@ def write_prediction(out_dir: Path, token: str, semantics: torch.Tensor) -> Path
 
 
 MODEL_KEYS = ("imgs", "intrinsics", "img_aug", "cam2ego", "ego2keyego")  # what the network reads of a batch
+CAMERA_KEYS = ("intrinsics", "img_aug", "cam2ego")  # a frame's camera: its history entries depend on it
 
 
 class Predictor:
     """Occ3D labels uint8 [B, *out_grid.shape] of batches: the network (bf16 on CUDA when train.amp), the
     read-out and the resampling to `out_grid`. On CUDA it replays as a CUDA graph per batch shape
-    (GraphedCall): at batch 1 the network's launches, not its arithmetic, set the pace."""
+    (GraphedCall): at batch 1 the network's launches, not its arithmetic, set the pace.
+
+    Streaming (`stream`, batch 1, a model with one history frame): when a batch's history frame
+    (batch['history_token']) is the frame of the previous call, with the same camera, its features are the
+    ones that call computed (OccupancyNet.forward's `history`), so the backbone runs on the key frame's
+    images alone; the labels are the same. A streaming loader (eval_loader's `stream`) then leaves those
+    images out. Anything else, a scene's first frame or a frame out of order, is computed from its images.
+
+    uint8 images (eval_loader's `uint8_images`) are normalised here, on the device, as the loader would.
+    """
 
     def __init__(
         self,
@@ -122,34 +132,88 @@ class Predictor:
         out_grid: VoxelGrid,
         device: torch.device,
         cuda_graphs: bool = True,
+        stream: bool = True,
     ) -> None:
+        from renderocc.data.dataset import PIXEL_SCALE, PIXEL_SHIFT
+        from renderocc.models.view_transformer import HISTORY
         from renderocc.train_utils.cuda_graphs import GraphedCall
 
+        self.history_keys = HISTORY
         self.model, self.preset, self.out_grid, self.device = model, preset, out_grid, device
+        self.stream = stream and model.num_frames == 2
         threshold = preset.readout_threshold()  # per-layer thresholds made a tensor once, outside any graph
         per_layer = not isinstance(threshold, int | float)
         self.threshold = torch.tensor(threshold, device=device) if per_layer else threshold
+        self.pixel_scale, self.pixel_shift = PIXEL_SCALE.to(device), PIXEL_SHIFT.to(device)  # [3, 1, 1]
         graphed = cuda_graphs and device.type == "cuda"
         self._labels = GraphedCall(self._labels_of, model) if graphed else self._labels_of
+        # (token, camera, history entries) of the last frame: on CUDA the entries are a graph's outputs,
+        # valid until that graph's next replay, which copies them in as its inputs first
+        self._last: tuple[str, torch.Tensor, dict[str, torch.Tensor]] | None = None
+        self._last_token: str | None = None  # for the error when a streaming loader's order was broken
+        self.reused = 0  # frames whose history frame came from the previous call
 
     def _labels_of(self, batch: dict) -> dict[str, torch.Tensor]:
         from renderocc.eval.miou import resample_labels
         from renderocc.models import occupancy_readout
         from renderocc.train_utils.amp import autocast
 
+        streamed = "history_features" in batch
+        history = {k: batch[f"history_{k}"] for k in self.history_keys} if streamed else None
+        if batch["imgs"].dtype == torch.uint8:  # the loader's multiply-add, on the device
+            batch = batch | {"imgs": batch["imgs"].float().mul_(self.pixel_scale).add_(self.pixel_shift)}
         with autocast(self.device, self.preset.train.amp):
-            out = self.model(batch)
+            out = self.model(batch, history, return_history=self.stream)
         labels = occupancy_readout(out["density"].float(), out["semantics"].float(), self.threshold)
-        return {"labels": resample_labels(labels, self.preset.grid, self.out_grid)}
+        labels = {"labels": resample_labels(labels, self.preset.grid, self.out_grid)}
+        return labels | {f"history_{k}": v for k, v in out.get("history", {}).items()}
 
     @torch.no_grad()
     def __call__(self, batch: dict) -> torch.Tensor:
+        """batch (host or device; host saves a sync when streaming) -> labels [B, *out_grid.shape]."""
+        history, self._last = self._history(batch), None
+        inputs = {k: batch[k] for k in MODEL_KEYS}
+        if history is not None:  # the history frame's images are not needed (nor copied to the device)
+            inputs["imgs"] = inputs["imgs"][:, :1]
+        inputs = batch_to(inputs, self.device)
+        frames, needed = inputs["imgs"].shape[1], self.model.num_frames
+        if history is not None:
+            inputs |= {f"history_{k}": v for k, v in history.items()}
+        elif frames < needed:  # a streaming loader left the history images out
+            own = "history_token" in batch and batch["history_token"] == batch["sample_token"]
+            if not own:  # (a scene's first frame is its own history: its images are those of the key frame)
+                raise ValueError(
+                    f"batch {batch.get('sample_token')}: the images of its history frame "
+                    f"{batch.get('history_token')} were left out (a streaming loader), but the last frame "
+                    f"this Predictor ran was {self._last_token}; run a streaming loader's batches in its "
+                    "order through one Predictor, or make the loader with stream=False"
+                )
+            inputs["imgs"] = inputs["imgs"][:, :1].expand(-1, needed, -1, -1, -1, -1).contiguous()
         was_training = self.model.training
         self.model.eval()
-        inputs = batch_to({k: batch[k] for k in MODEL_KEYS}, self.device)
-        labels = self._labels(inputs)["labels"].clone()  # a graph's output is overwritten by its next replay
+        out = self._labels(inputs)
         self.model.train(was_training)
-        return labels
+        if self.stream and len(out["labels"]) == 1 and "sample_token" in batch:
+            camera = _camera(batch, 0)
+            entries = {k: out[f"history_{k}"] for k in self.history_keys}
+            self._last = (batch["sample_token"][0], camera, entries)
+        self._last_token = batch.get("sample_token", [None])[0]
+        return out["labels"].clone()  # a graph's output is overwritten by its next replay
+
+    def _history(self, batch: dict) -> dict[str, torch.Tensor] | None:
+        """The previous call's history entries when they are this batch's history frame's, else None."""
+        if self._last is None or len(batch.get("history_token", ())) != 1:
+            return None
+        token, camera, entries = self._last
+        if batch["history_token"][0] != token or not torch.equal(_camera(batch, 1).to(camera.device), camera):
+            return None
+        self.reused += 1
+        return entries
+
+
+def _camera(batch: dict, t: int) -> torch.Tensor:
+    """Frame t's intrinsics, image augmentation and cam2ego, flattened: [B, N * 25]."""
+    return torch.cat([batch[k][:, t].flatten(1) for k in CAMERA_KEYS], 1)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -171,19 +235,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--num-workers", type=int, default=2)
     parser.add_argument("--max-samples", type=int, default=None, help="only the first N frames of the split")
+    parser.add_argument(
+        "--no-stream",
+        action="store_true",
+        help="load every frame's history images (by default, at batch 1, the frames of a scene run in order "
+        "and each reuses the features of the frame before it, its history frame; the labels are the same)",
+    )
 
 
-def split_loader(args: argparse.Namespace, cfg: DataConfig, batch_size: int) -> torch.utils.data.DataLoader:
+def split_loader(
+    args: argparse.Namespace, cfg: DataConfig, batch_size: int, stream: bool = False, uint8: bool = False
+) -> torch.utils.data.DataLoader:
     """The loader over --split of the --dataroot dataset (--version, --index, --max-samples, --num-workers),
-    without Occ3D labels: the frames `renderocc infer` predicts."""
+    without Occ3D labels and rays: the frames `renderocc infer` predicts. stream, uint8 (images): see
+    eval_loader."""
     from renderocc.train_utils.data import eval_loader, open_index
 
     index = open_index(args.dataroot, args.version, args.index)
     if args.split not in index.splits:
         raise KeyError(f"unknown --split {args.split!r}; valid: {', '.join(index.splits)}")
     return eval_loader(
-        index, cfg, args.split, batch_size, args.num_workers, max_samples=args.max_samples, with_gts=False
-    )
+        index, cfg, args.split, batch_size, args.num_workers, max_samples=args.max_samples, with_gts=False,
+        with_rays=False, stream=stream, uint8_images=uint8,
+    )  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
@@ -209,8 +283,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"prediction written to {path}")
         return 0
 
-    loader = split_loader(args, preset.data, args.batch_size)
-    count, predict = 0, Predictor(model, preset, out_grid, device)
+    stream = args.batch_size == 1 and not args.no_stream
+    loader = split_loader(args, preset.data, args.batch_size, stream, uint8=True)  # Predictor normalises
+    count, predict = 0, Predictor(model, preset, out_grid, device, stream=stream)
     for batch in tqdm(
         loader, desc="infer", unit="batch", total=math.ceil(len(loader.dataset) / args.batch_size)
     ):

@@ -461,9 +461,10 @@ def train(preset: Preset, opts: TrainOptions) -> Path:
         bar.update(1)
 
         if has_val and (done % val_every == 0 or last):
-            loader_val = eval_loader(
-                index, preset.data, "val", cfg.batch_size, 0, dist.rank, dist.world_size, opts.val_samples
-            )
+            loader_val = eval_loader(  # scoring reads no rays: the loader leaves them out
+                index, preset.data, "val", cfg.batch_size, 0, dist.rank, dist.world_size, opts.val_samples,
+                with_rays=False,
+            )  # fmt: skip
             with ema.applied_to(raw_model):
                 distributed.broadcast_buffers(raw_model)  # every process scores with rank 0's EMA, as saved
                 metrics = evaluate_model(

@@ -3,10 +3,11 @@
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from renderocc.config import DataConfig
 from renderocc.core.grid import VoxelGrid
-from renderocc.data.augment import bev_flip_matrix, flip_voxels, image_aug_matrix, warp_image
+from renderocc.data.augment import affine_grid, bev_flip_matrix, flip_voxels, image_aug_matrix, warp_image
 
 
 def _blob_centroid(img: np.ndarray) -> np.ndarray:
@@ -30,6 +31,30 @@ def test_warp_moves_content_where_the_matrix_says(seed: int, decode_factor: int)
     expected = (aug @ np.array([x0, y0, 1.0]))[:2]
     assert out[..., 0].max() > 100, "the blob must stay inside the output for this check"
     np.testing.assert_allclose(_blob_centroid(out), expected, atol=0.15)
+
+
+def _to_grid(h: int, w: int) -> np.ndarray:
+    """Pixel coordinates -> grid_sample's [-1, 1] (align_corners=False)."""
+    return np.array([[2 / w, 0, -1], [0, 2 / h, -1], [0, 0, 1]])
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_affine_grid_and_warp_match_torch_affine_grid(seed: int) -> None:
+    """The outer-sum grid is F.affine_grid's to within float rounding, so warped pixels are as before."""
+    rng = np.random.default_rng(seed)
+    aug, _ = image_aug_matrix((450, 800), (256, 704), DataConfig(rotate_deg=20.0), rng)
+    theta = np.concatenate([rng.normal(size=(2, 2)), rng.uniform(-1, 1, (2, 1))], 1)
+    expected = F.affine_grid(torch.from_numpy(theta[None].astype(np.float32)), [1, 3, 64, 176], False)
+    torch.testing.assert_close(affine_grid(theta, 64, 176), expected, rtol=0, atol=1e-6)
+
+    img = rng.integers(0, 256, (450, 800, 3), dtype=np.uint8)
+    out = warp_image(img, aug, (1.0, 1.0), (256, 704))
+    inv = np.linalg.inv(aug)  # the warp before the outer-sum grid: F.affine_grid of the same theta
+    theta = (_to_grid(450, 800) @ inv @ np.linalg.inv(_to_grid(256, 704)))[None, :2].astype(np.float32)
+    grid = F.affine_grid(torch.from_numpy(theta), [1, 3, 256, 704], align_corners=False)
+    src = torch.from_numpy(img).permute(2, 0, 1)[None].float()
+    reference = F.grid_sample(src, grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0]
+    torch.testing.assert_close(out, reference, rtol=0, atol=0.05)  # of 0..255
 
 
 def test_eval_resize_keeps_the_bottom_centre() -> None:

@@ -63,10 +63,22 @@ def warp_image(
     sx, sy = decode_scale
     out_to_src = np.diag([sx, sy, 1.0]) @ invert_affine(aug)
     theta = _pixel_to_grid(h, w) @ out_to_src @ invert_affine(_pixel_to_grid(out_h, out_w))
-    theta = torch.from_numpy(theta[None, :2].astype(np.float32))
     src = torch.from_numpy(img).permute(2, 0, 1)[None].float()
-    grid = F.affine_grid(theta, [1, 3, out_h, out_w], align_corners=False)
+    grid = affine_grid(theta[:2], out_h, out_w)
     return F.grid_sample(src, grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0]
+
+
+def affine_grid(theta: np.ndarray, h: int, w: int) -> torch.Tensor:
+    """F.affine_grid(theta [2, 3], [1, C, h, w], align_corners=False) -> grid float32 [1, h, w, 2], equal to
+    within float rounding. An affine map of a pixel grid is an outer sum of a row and a column term: on the
+    CPU this is a tenth of affine_grid's time, which multiplies every pixel's coordinates by theta."""
+    x = torch.arange(w, dtype=torch.float32).mul_(2 / w).add_(1 / w - 1)  # pixel centres in [-1, 1]
+    y = torch.arange(h, dtype=torch.float32).mul_(2 / h).add_(1 / h - 1)
+    (a, b, c), (d, e, f) = theta.astype(np.float32).tolist()
+    grid = torch.empty(1, h, w, 2)
+    torch.add((x * a)[None, :], (y * b + c)[:, None], out=grid[0, :, :, 0])
+    torch.add((x * d)[None, :], (y * e + f)[:, None], out=grid[0, :, :, 1])
+    return grid
 
 
 def invert_affine(m: np.ndarray) -> np.ndarray:

@@ -15,13 +15,17 @@ keyframes at DataConfig.ray_frame_offsets that exist in the scene, through origi
 rays longer than DataConfig.max_depth are never drawn, neighbour-frame rays of dynamic classes neither.
 
 Keys (B samples, T = 1 + number of previous frames, index 0 = key frame, N = 6 cameras, R = max_rays):
-  imgs          float32 [B, T, N, 3, H, W]   normalised with ImageNet mean / std
+  imgs          float32 [B, T, N, 3, H, W]   normalised with ImageNet mean / std; [B, 1, ...] (the key frame
+                                             alone) from a streaming loader, whose Predictor has the history
+                                             frame's features; uint8 0..255 from a uint8_images loader,
+                                             which the Predictor normalises (see train_utils.data.eval_loader)
   intrinsics    float32 [B, T, N, 3, 3]      original camera intrinsics
   img_aug       float32 [B, T, N, 3, 3]      pixel-space image augmentation
   cam2ego       float32 [B, T, N, 4, 4]      camera -> ego frame of that same frame t (BEV-augmented)
   ego2keyego    float32 [B, T, 4, 4]         ego frame of frame t -> key ego frame (identity at t = 0)
   bev_aug       float32 [B, 4, 4]            BEV augmentation applied to the key ego frame (for reference)
   depth_map     float32 [B, N, H, W]         key-frame LiDAR z-depth at augmented pixels (nearest), 0 = none
+                                             (depth_map and the rays: not from a with_rays=False loader)
   rays_o        float32 [B, R, 3]            ray origins in the key ego frame
   rays_d        float32 [B, R, 3]            unit ray directions in the key ego frame
   ray_depth     float32 [B, R]               metric distance along the unit ray to the LiDAR point
@@ -33,6 +37,8 @@ Keys (B samples, T = 1 + number of previous frames, index 0 = key frame, N = 6 c
   mask_lidar    bool    [B, X, Y, Z]
   sample_token  list[str] (length B)
   scene_name    list[str] (length B)
+  history_token list[str] (length B)         the token of frame 1, the history frame (its own at a scene's
+                                             first keyframe); only when T > 1
 """
 
 from __future__ import annotations

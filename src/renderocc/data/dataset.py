@@ -8,6 +8,7 @@ keyframes, the key frame's LiDAR depth map and, when the index has them, the Occ
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 
 import numpy as np
 import torch
@@ -30,8 +31,8 @@ from renderocc.data.labels import FrameLabels, load_labels
 from renderocc.data.rays import camera_directions, labels_to_rays, ray_weights, weighted_sample
 
 # ImageNet normalisation of 0..255 pixels as one multiply-add: (x / 255 - mean) / std.
-_SCALE = torch.from_numpy(1 / (255 * IMAGENET_STD)).view(3, 1, 1)
-_SHIFT = torch.from_numpy(-IMAGENET_MEAN / IMAGENET_STD).view(3, 1, 1)
+PIXEL_SCALE = torch.from_numpy(1 / (255 * IMAGENET_STD)).view(3, 1, 1)
+PIXEL_SHIFT = torch.from_numpy(-IMAGENET_MEAN / IMAGENET_STD).view(3, 1, 1)
 
 
 class OccDataset(Dataset):
@@ -39,16 +40,32 @@ class OccDataset(Dataset):
 
     train=True draws image, BEV and ray-sampling randomness per item; train=False turns augmentation off
     and makes ray sampling deterministic per sample. `with_gts` (default: when the index has them) adds
-    voxel_semantics / mask_camera / mask_lidar.
+    voxel_semantics / mask_camera / mask_lidar; with_rays=False leaves out the rays and the depth map (the
+    2D training targets), which inference and scoring do not read. Items in `history_left_out` carry the
+    key frame's images alone (imgs [1, N, 3, H, W]): a streaming Predictor has their history frame's
+    features (see train_utils.data.eval_loader). uint8_images: imgs are the warped pixels rounded to uint8,
+    normalised by their consumer (infer.Predictor): a quarter of the bytes to pass from a loader worker.
     """
 
-    def __init__(self, index: Index, cfg: DataConfig, split: str, train: bool, with_gts: bool | None = None):
+    def __init__(
+        self,
+        index: Index,
+        cfg: DataConfig,
+        split: str,
+        train: bool,
+        with_gts: bool | None = None,
+        with_rays: bool = True,
+        history_left_out: Collection[int] = frozenset(),
+        uint8_images: bool = False,
+    ):
         if split not in index.splits:
             raise KeyError(f"unknown split {split!r} of index {index.root}; valid: {', '.join(index.splits)}")
         _check_config(cfg)
         self.index, self.cfg, self.split, self.train = index, cfg, split, train
         self.samples = index.splits[split]
         self.with_gts = index.has_gts if with_gts is None else with_gts
+        self.with_rays, self.history_left_out = with_rays, frozenset(history_left_out)
+        self.uint8_images = uint8_images
         if self.with_gts and not index.has_gts:
             index.gts_path(0)  # raises with the fix
 
@@ -67,7 +84,7 @@ class OccDataset(Dataset):
         frames = self._temporal_frames(sample)
         img_aug = self._image_augs(sample, rng)  # per camera, shared by all frames so stereo stays rectified
         out = {
-            "imgs": self._images(frames, img_aug),
+            "imgs": self._images(frames[:1] if item in self.history_left_out else frames, img_aug),
             **self._poses(frames, bev_aug),
             "img_aug": torch.from_numpy(
                 np.broadcast_to(img_aug, (len(frames), *img_aug.shape)).astype(np.float32)
@@ -76,9 +93,12 @@ class OccDataset(Dataset):
             "sample_token": self.index.tokens[sample],
             "scene_name": self.index.scenes[sample],
         }
-        key_labels, rays = self._rays(sample, bev_aug, generator)
-        out["depth_map"] = self._depth_map(key_labels, img_aug)
-        out.update(rays)
+        if len(frames) > 1:
+            out["history_token"] = self.index.tokens[frames[1]]
+        if self.with_rays:
+            key_labels, rays = self._rays(sample, bev_aug, generator)
+            out["depth_map"] = self._depth_map(key_labels, img_aug)
+            out.update(rays)
         if self.with_gts:
             out.update(self._voxels(sample, bev_aug))
         return out
@@ -98,9 +118,10 @@ class OccDataset(Dataset):
         )
 
     def _images(self, frames: list[int], img_aug: np.ndarray) -> torch.Tensor:
-        """imgs float32 [T, N, 3, H, W], ImageNet-normalised."""
+        """imgs float32 [T, N, 3, H, W], ImageNet-normalised (uint8_images: uint8 0..255)."""
         hw = self.index.arrays["image_hw"]
-        imgs = torch.empty(len(frames), len(img_aug), 3, *self.cfg.image_size)
+        dtype = torch.uint8 if self.uint8_images else torch.float32
+        imgs = torch.empty(len(frames), len(img_aug), 3, *self.cfg.image_size, dtype=dtype)
         for t, frame in enumerate(frames):
             if t > 0 and frame == frames[t - 1]:  # the scene's first frame, repeated as its own history
                 imgs[t] = imgs[t - 1]
@@ -111,8 +132,11 @@ class OccDataset(Dataset):
                 img, decode_scale = read_image(
                     self.index.image_path(frame, n), (math.ceil(h0 * scale), math.ceil(w0 * scale))
                 )
-                imgs[t, n] = warp_image(img, aug, decode_scale, self.cfg.image_size)
-                imgs[t, n].mul_(_SCALE).add_(_SHIFT)
+                pixels = warp_image(img, aug, decode_scale, self.cfg.image_size)
+                if self.uint8_images:  # bilinear weights are >= 0 and sum to at most 1: no clamping needed
+                    imgs[t, n] = pixels.round_()
+                else:
+                    imgs[t, n] = pixels.mul_(PIXEL_SCALE).add_(PIXEL_SHIFT)
         return imgs
 
     def _poses(self, frames: list[int], bev_aug: np.ndarray) -> dict[str, torch.Tensor]:
@@ -247,13 +271,15 @@ def _check_config(cfg: DataConfig) -> None:
 
 
 def collate(items: list[dict]) -> Batch:
-    """Stack items into a batch (renderocc.data.batch); voxel labels only when every item has them.
+    """Stack items into a batch (renderocc.data.batch); rays, voxel labels and history tokens only when
+    every item has them.
 
     default_collate stacks straight into shared memory inside a DataLoader worker, which saves a copy
     of the (large) image tensor on its way to the main process.
     """
-    keys = [*TENSOR_KEYS, *(k for k in OPTIONAL_KEYS if all(k in it for it in items))]
+    keys = [k for k in (*TENSOR_KEYS, *OPTIONAL_KEYS) if all(k in it for it in items)]
     batch: Batch = {k: default_collate([it[k] for it in items]) for k in keys}
-    batch["sample_token"] = [it["sample_token"] for it in items]
-    batch["scene_name"] = [it["scene_name"] for it in items]
+    for key in ("sample_token", "scene_name", "history_token"):
+        if all(key in it for it in items):
+            batch[key] = [it[key] for it in items]
     return batch

@@ -37,6 +37,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--num-workers", type=int, default=2)
     parser.add_argument("--max-samples", type=int, default=None, help="score only the first N frames")
+    parser.add_argument(
+        "--no-stream",
+        action="store_true",
+        help="load every frame's history images (by default, at batch 1, a frame's history frame is the "
+        "frame before it, whose features are reused; the metrics are the same)",
+    )
     parser.add_argument("--no-rayiou", action="store_true", help="voxel mIoU only")
     parser.add_argument(
         "--ray-origins",
@@ -91,9 +97,10 @@ def run(args: argparse.Namespace) -> int:
         checkpoint = resolve_checkpoint(args.checkpoint)
         model, preset = load_model(checkpoint, preset, args.weights, dist.device)
         preset = with_readout_arguments(preset, args)
+        stream = args.batch_size == 1 and not args.no_stream
         loader = eval_loader(
             index, preset.data, args.split, args.batch_size, args.num_workers, dist.rank, dist.world_size,
-            args.max_samples,
+            args.max_samples, with_rays=False, stream=stream, uint8_images=True,
         )  # fmt: skip
         result = evaluate_model(
             model, loader, preset, index, dist.device, not args.no_rayiou, args.ray_origins,

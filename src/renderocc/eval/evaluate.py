@@ -108,7 +108,8 @@ def evaluate_model(
     """Occ3D metrics of `model` over a loader of an evaluation split (batches with Occ3D labels).
 
     Predictions on the model grid are read out (density threshold + argmax), resampled to the label grid
-    (nearest) and scored over mask_camera; RayIoU casts from the origins `ray_origins` picks.
+    (nearest) and scored over mask_camera; RayIoU casts from the origins `ray_origins` picks. Frames in
+    order reuse their history frame's features (infer.Predictor), so a streaming loader may run it.
     """
     from renderocc.infer import Predictor
 
@@ -118,15 +119,15 @@ def evaluate_model(
             raise FileNotFoundError(
                 f"index {index.root} has no Occ3D labels to evaluate against; prepare it with gts"
             )
-        batch = batch_to(batch, device)
-        gt = batch["voxel_semantics"]
+        labels = batch_to({k: batch[k] for k in ("voxel_semantics", "mask_camera")}, device)
+        gt = labels["voxel_semantics"]
         if scorer is None:
             grid = label_grid(preset.grid, tuple(gt.shape[1:]))
             scorer = Scorer(grid, device, rayiou, ray_origins)
             predict = Predictor(model, preset.replace(train={"amp": amp}), grid, device)
-        pred = predict(batch)
+        pred = predict(batch)  # the host batch: a streaming Predictor compares cameras there, without a sync
         origins = [lidar_origins(index, index.position(t), ray_origins) for t in batch["sample_token"]]
-        scorer.update(pred, gt, batch["mask_camera"], origins)
+        scorer.update(pred, gt, labels["mask_camera"], origins)
     if scorer is None:
         scorer = Scorer(preset.grid, device, rayiou, ray_origins)  # this process had no frames
     return scorer.result()

@@ -84,25 +84,41 @@ class OccupancyNet(nn.Module):
         """images [S, 3, H, W] -> neck features [S, neck_channels, H/16, W/16]."""
         return self.neck(*self.backbone(self._conv_layout(images)))
 
-    def forward(self, batch: dict) -> dict[str, torch.Tensor]:
+    def forward(
+        self, batch: dict, history: dict[str, torch.Tensor] | None = None, return_history: bool = False
+    ) -> dict[str, torch.Tensor]:
         """batch (see renderocc.data.batch) -> dict:
 
         density [B, X, Y, Z] fp32 >= 0, semantics [B, X, Y, Z, K] fp32 channel-last,
         depth_logits [B, N, D, h, w] (key frame, for `depth_loss`).
-        """
-        volumes, depth_logits = self.view_transformer(self.frame_features(batch["imgs"]), batch)
-        density, semantics = self.decode(volumes, batch["ego2keyego"])
-        return {"density": density.float(), "semantics": semantics.float(), "depth_logits": depth_logits}
 
-    def frame_features(self, imgs: torch.Tensor) -> torch.Tensor:
-        """imgs [B, T', N, 3, H, W] (T' >= num_frames) -> neck features [B, T, N, C, h, w] of the first T."""
-        B, T, N, _, H, W = imgs.shape
-        if (H, W) != self.image_size or T < self.num_frames:
+        Streaming over a scene's frames in order (see infer.Predictor): `history` is the previous frame's
+        `history` output, whose key frame is this batch's history frame. Only the key frame's images are run
+        then (batch['imgs'] may hold them alone), and the result is the same as from the history frame's
+        images. return_history adds `history` for the next frame (view_transformer.HISTORY, [B, N, ...]).
+        """
+        if history is not None and self.num_frames != 2:
             raise ValueError(
-                f"batch['imgs']: got {T} frames of {H}x{W}, the model needs {self.num_frames} frames of "
+                f"a history frame's cached features need a model with one history frame (data.prev_frames "
+                f"= 1); this one takes {self.num_frames - 1}"
+            )
+        features = self.frame_features(batch["imgs"], 1 if history is not None else self.num_frames)
+        volumes, depth_logits, key_history = self.view_transformer(features, batch, history)
+        density, semantics = self.decode(volumes, batch["ego2keyego"])
+        out = {"density": density.float(), "semantics": semantics.float(), "depth_logits": depth_logits}
+        return out | {"history": key_history} if return_history else out
+
+    def frame_features(self, imgs: torch.Tensor, frames: int | None = None) -> torch.Tensor:
+        """imgs [B, T', N, 3, H, W] -> neck features [B, T, N, C, h, w] of the first T = `frames` (default:
+        num_frames) frames."""
+        B, T, N, _, H, W = imgs.shape
+        frames = frames or self.num_frames
+        if (H, W) != self.image_size or T < frames:
+            raise ValueError(
+                f"batch['imgs']: got {T} frames of {H}x{W}, the model needs {frames} frames of "
                 f"{self.image_size[0]}x{self.image_size[1]} (the preset's data.image_size / data.prev_frames)"
             )
-        T = self.num_frames
+        T = frames
         key = self.image_features(imgs[:, 0].flatten(0, 1))
         features = [key.view(B, 1, N, *key.shape[1:])]
         if T > 1:  # history frames: no gradients unless asked (saves most of the backbone's memory)

@@ -19,6 +19,9 @@ from renderocc.models.voxel_pool import (
 )
 
 CAMERA_PARAMS = 22  # fx, fy, cx, cy; image augmentation 2x3; cam2ego 3x4
+# What a frame's pass as key frame leaves for the next frame's, which takes it as its history frame:
+# neck features (for stereo), and the depth logits (before stereo) and context of its depth net.
+HISTORY = ("features", "depth_logits", "context")
 
 
 def camera_parameters(intrinsics: torch.Tensor, img_aug: torch.Tensor, cam2ego: torch.Tensor) -> torch.Tensor:
@@ -97,10 +100,18 @@ class ViewTransformer(nn.Module):
             else None
         )
 
-    def forward(self, features: torch.Tensor, batch: dict) -> tuple[list[torch.Tensor], torch.Tensor]:
+    def forward(
+        self, features: torch.Tensor, batch: dict, history: dict[str, torch.Tensor] | None = None
+    ) -> tuple[list[torch.Tensor], torch.Tensor, dict[str, torch.Tensor]]:
         """features [B, T, N, Cin, h, w] -> T voxel feature volumes [B, Cv, X, Y, Z] (frame t in ego frame t,
-        fp32, channels-last), key-frame depth logits [B, N, D, h, w]."""
-        B, T, N, _, h, w = features.shape
+        fp32, channels-last), key-frame depth logits [B, N, D, h, w], and the key frame's `HISTORY` entries.
+
+        history: the last frame's `HISTORY` entries from its own pass as key frame; `features` then hold the
+        key frame alone, and the history frame's depth net is not run again (it saw the same features and
+        camera). Its volume is pooled from them, as it would be from recomputed ones.
+        """
+        B, Tf, N, _, h, w = features.shape
+        T = Tf + (history is not None)
         intrinsics, img_aug, cam2ego = (
             batch["intrinsics"][:, :T],
             batch["img_aug"][:, :T],
@@ -108,15 +119,25 @@ class ViewTransformer(nn.Module):
         )
         camera = camera_parameters(intrinsics, img_aug, cam2ego)  # [B, T, N, 22]
         points = frustum_points(intrinsics, img_aug, cam2ego, self.depths, self.image_size, (h, w))
-        volumes, key_logits = [], None
+        frames = [features[:, t].flatten(0, 1) for t in range(Tf)]  # [B*N, Cin, h, w] each
+        if history is not None:
+            frames.append(history["features"].flatten(0, 1))
+        volumes, key_logits, key_history = [], None, {}
         for t in range(T):  # T is 1 or 2: frames differ only in whether they carry gradients
             with torch.set_grad_enabled(torch.is_grad_enabled() and (t == 0 or self.prev_frame_grad)):
-                logits, context = self.depth_net(features[:, t].flatten(0, 1), camera[:, t].flatten(0, 1))
+                if t < Tf:
+                    logits, context = self.depth_net(frames[t], camera[:, t].flatten(0, 1))
+                else:
+                    logits, context = history["depth_logits"].flatten(0, 1), history["context"].flatten(0, 1)
+                if t == 0:  # as the next frame's history frame: its depth before stereo with its own history
+                    key_history = {
+                        "features": frames[0].view(B, N, *frames[0].shape[1:]),
+                        "depth_logits": logits.view(B, N, -1, h, w),
+                        "context": context.view(B, N, -1, h, w),
+                    }
                 if self.stereo is not None and t + 1 < T:
                     grid = self._sweep_grid(batch, t, (h, w))
-                    logits = self.stereo(
-                        logits, features[:, t].flatten(0, 1), features[:, t + 1].flatten(0, 1), grid
-                    )
+                    logits = self.stereo(logits, frames[t], frames[t + 1], grid)
                 logits = logits.view(B, N, -1, h, w)
                 key_logits = logits if t == 0 else key_logits
                 volumes.append(
@@ -127,7 +148,7 @@ class ViewTransformer(nn.Module):
                         self.grid.shape,
                     )
                 )
-        return volumes, key_logits
+        return volumes, key_logits, key_history
 
     def _sweep_grid(self, batch: dict, t: int, feature_size: tuple[int, int]) -> torch.Tensor:
         """grid_sample coordinates [B*N, D, h, w, 2] of frame t's depth hypotheses in frame t + 1's images."""

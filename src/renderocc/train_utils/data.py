@@ -89,21 +89,55 @@ def eval_loader(
     world_size: int = 1,
     max_samples: int | None = None,
     with_gts: bool | None = None,
+    with_rays: bool = True,
+    stream: bool = False,
+    uint8_images: bool = False,
 ) -> DataLoader:
     """Loader over this process's share of a split's first `max_samples` frames, without augmentation.
 
     The frames are cut into the batches one process would take, and process `rank` takes every
     world_size-th of those batches: each frame is scored once (no padding, whatever the count) and in the
     same batch as on one process, so the metrics summed over processes equal one process's exactly.
+
+    with_rays=False leaves out the rays and depth maps (only training and `calibrate` read them). stream
+    (batch 1): a frame whose history frame is the frame before it in this loader's order, or itself at a
+    scene's first keyframe, comes without the history frame's images, which a streaming infer.Predictor
+    fed this loader's batches in order does not need; decided per frame, so any number of workers agree.
+    uint8_images: imgs uint8 0..255 (rounded), which infer.Predictor normalises on its device: a quarter of
+    the float32 bytes, whose passing from the workers through shared memory cost more than their decoding.
     """
-    dataset = OccDataset(index, cfg, split, train=False, with_gts=with_gts)
-    count = len(dataset) if max_samples is None else min(max_samples, len(dataset))
+    if stream and batch_size != 1:
+        raise ValueError(
+            f"a streaming loader runs batch 1 (a frame's history is the batch before), got {batch_size}"
+        )
+    count = len(index.splits[split]) if split in index.splits else 0
+    count = count if max_samples is None else min(max_samples, count)
+    batches = [list(range(i, min(i + batch_size, count))) for i in range(0, count, batch_size)]
+    batches = batches[rank::world_size]
+    left_out = history_in_order(index, cfg, split, [i for b in batches for i in b]) if stream else ()
+    dataset = OccDataset(index, cfg, split, False, with_gts, with_rays, left_out, uint8_images)
     if count == 0:
         raise ValueError(f"split {split!r} of index {index.root} has no samples; check the dataset's splits")
-    batches = [list(range(i, min(i + batch_size, count))) for i in range(0, count, batch_size)]
     return DataLoader(
         torch.utils.data.Subset(dataset, range(count)),
-        batch_sampler=batches[rank::world_size],
+        batch_sampler=batches,
         num_workers=num_workers,
         collate_fn=collate,
     )
+
+
+def history_in_order(index: Index, cfg: DataConfig, split: str, order: list[int]) -> frozenset[int]:
+    """Items of `split` (positions in it) whose history frame is the item before them in `order`, with the
+    same image sizes (so the same image augmentation), or is themselves (a scene's first keyframe)."""
+    if cfg.prev_frames != 1:  # streaming keeps one history frame
+        return frozenset()
+    samples, hw = index.splits[split], index.arrays["image_hw"]
+    out, before = set(), None
+    for item in order:
+        sample = int(samples[item])
+        prev = index.neighbour(sample, -1)
+        follows = before is not None and prev == before and (hw[prev] == hw[sample]).all()
+        if prev is None or follows:
+            out.add(item)
+        before = sample
+    return frozenset(out)
