@@ -31,6 +31,21 @@ def test_fused_matches_reference_under_interpreter(convention, cases):
     assert proc.stdout.count(" ok") == cases, proc.stdout
 
 
+def test_merged_atomics_match_reference_under_interpreter():
+    """The backward kernel with run-length merged atomic adds (MERGE) and with per-sample ones, on the same
+    fresh inputs under both conventions: gradients against a float64 PyTorch reference and each other, and
+    fewer atomic lanes where samples share cells (render_fused_check.merge_cases)."""
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    src = str(Path(__file__).parents[2] / "src")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
+    script = Path(__file__).with_name("render_fused_check.py")
+    proc = subprocess.run(
+        [sys.executable, str(script), "merge"], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.count(" ok") == 3, proc.stdout
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only error")
 def test_triton_on_cpu_without_interpreter_is_refused():
     grid = VoxelGrid(lower=(0.0, 0.0, 0.0), upper=(1.0, 1.0, 1.0), voxel_size=0.5)
@@ -48,8 +63,10 @@ def test_triton_on_cpu_without_interpreter_is_refused():
 
 
 @pytest.mark.parametrize("reference", [False, True])
-@pytest.mark.parametrize("kernel", ["render_fwd_kernel", "render_bwd_kernel"])
-def test_kernels_compile_for_hopper(kernel, reference):
+@pytest.mark.parametrize(
+    "kernel, merge", [("render_fwd_kernel", None), ("render_bwd_kernel", False), ("render_bwd_kernel", True)]
+)
+def test_kernels_compile_for_hopper(kernel, merge, reference):
     """Both kernels through Triton's whole CUDA pipeline (TTIR, LLVM, PTX, ptxas) for sm_90, without a GPU:
     the interpreter above runs the Python semantics, this catches what only the compiler rejects."""
     import inspect
@@ -62,13 +79,16 @@ def test_kernels_compile_for_hopper(kernel, reference):
     fn = getattr(kernels, kernel)
     signature = {}
     for name in inspect.signature(fn.fn).parameters:
-        if name in ("BLOCK_R", "BLOCK_C", "REFERENCE"):
+        if name in ("BLOCK_R", "BLOCK_C", "REFERENCE", "MERGE"):
             signature[name] = "constexpr"
         elif name.endswith("_ptr"):
             signature[name] = "*i32" if name in ("num_samples_ptr", "count_ptr") else "*fp32"
         else:
             signature[name] = "i32" if name in ("R", "C", "NX", "NY", "NZ") else "fp32"
-    source = ASTSource(fn, signature, constexprs={"BLOCK_R": 1, "BLOCK_C": 32, "REFERENCE": reference})
+    constexprs = {"BLOCK_R": 1, "BLOCK_C": 32, "REFERENCE": reference}
+    if merge is not None:
+        constexprs["MERGE"] = merge
+    source = ASTSource(fn, signature, constexprs=constexprs)
     try:
         compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": 1})
     except (ImportError, FileNotFoundError) as err:  # a Triton build without its CUDA backend / ptxas

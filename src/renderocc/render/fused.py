@@ -22,6 +22,10 @@ except ImportError:  # CPU-only installs: the reference renderer is used
 # (benchmarks/render.py --sweep): no layout shuffles, and no program waits for a longer ray.
 BLOCK_RAYS = 1
 NUM_WARPS = 1
+# Backward: sum the gradients of a ray's consecutive samples in one interpolation cell in registers and add
+# them to the grids once per run, not once per sample (`render_bwd_kernel`, MERGE). False: the per-sample
+# atomic adds (kept for comparison: benchmarks/render.py --merge both).
+MERGE_ATOMICS = True
 
 
 def triton_available() -> bool:
@@ -100,7 +104,7 @@ class _FusedRender(torch.autograd.Function):
             density, semantics, rays_o, rays_d, t_near, num_samples, t_table,
             *outputs, *grads, grad_density, grad_semantics, r, c, *ctx.geometry,
             BLOCK_R=BLOCK_RAYS, BLOCK_C=triton.next_power_of_2(c), REFERENCE=ctx.reference,
-            num_warps=NUM_WARPS,
+            MERGE=MERGE_ATOMICS, num_warps=NUM_WARPS,
         )  # fmt: skip
         return grad_density, grad_semantics, None, None, None, None, None, None, None
 

@@ -15,7 +15,8 @@ The backward pass replays the samples in the same order. With g_i = dL/dw_i (kno
 output gradients and the running prefix sums), dL/dtau_k = g_k T_(k+1) - sum_(i>k) g_i w_i, and the
 suffix sum is total - prefix, where total = sum_i g_i w_i comes from the forward outputs (for the
 distortion's pair sum P and the sum of squares Q, sum_i w_i dP/dw_i = 2 P since P is quadratic in w, and
-so for Q). Gradients reach the grids by atomic adds at the eight interpolation corners.
+so for Q). Gradients reach the grids by atomic adds at the eight interpolation corners, per sample or
+(MERGE) once per run of consecutive kept samples in the same interpolation cell.
 
 Both rendering conventions (`render.conventions`) run through the same kernels; REFERENCE (a constexpr)
 selects where the samples lie (`_metric_position` or `_reference_position`), how the grids are read
@@ -89,6 +90,15 @@ def _corner_frame(qx, qy, qz, orx, ory, orz, scx, scy, scz, NX, NY, NZ, ZERO_OUT
 
 
 @triton.jit
+def _corner_offset(j: tl.constexpr, base, sx, sy, sz):
+    """Flat index of corner j, offset (j >> 2 & 1, j >> 1 & 1, j & 1) from the base corner."""
+    bx: tl.constexpr = (j >> 2) & 1
+    by: tl.constexpr = (j >> 1) & 1
+    bz: tl.constexpr = j & 1
+    return base + sx * bx + sy * by + sz * bz
+
+
+@triton.jit
 def _corner(j: tl.constexpr, base, sx, sy, sz, fx, fy, fz):
     """Flat index and trilinear weight of corner j, offset (j >> 2 & 1, j >> 1 & 1, j & 1)."""
     bx: tl.constexpr = (j >> 2) & 1
@@ -97,7 +107,7 @@ def _corner(j: tl.constexpr, base, sx, sy, sz, fx, fy, fz):
     wx = fx * bx + (1.0 - fx) * (1 - bx)
     wy = fy * by + (1.0 - fy) * (1 - by)
     wz = fz * bz + (1.0 - fz) * (1 - bz)
-    return base + sx * bx + sy * by + sz * bz, wx * wy * wz
+    return _corner_offset(j, base, sx, sy, sz), wx * wy * wz
 
 
 @triton.jit
@@ -206,6 +216,24 @@ def _sample(live, qx, qy, qz, trans, density_b, orx, ory, orz, scx, scy, scz, in
 
 
 @triton.jit
+def _flush_run(acc_d, acc_s, d_mask, s_mask, base, sx, sy, sz, inside, grad_density_b, grad_semantics_b, C,
+               cols, ZERO_OUTSIDE: tl.constexpr):  # fmt: skip
+    """The atomic adds of a run's gradient sums (tuples of 8 tiles: density, replicated along the channels,
+    and semantic rows) at the eight corners of its cell, for the rows and lanes of d_mask (density: one
+    lane per ray) and s_mask (semantics) and, ZERO_OUTSIDE, the corners in the grid."""
+    for j in tl.static_range(8):
+        off = _corner_offset(j, base, sx, sy, sz)
+        dm = d_mask
+        sm = s_mask
+        if ZERO_OUTSIDE:
+            corner_in = _inside(j, inside)
+            dm = dm & corner_in
+            sm = sm & corner_in
+        tl.atomic_add(grad_density_b + off, acc_d[j], mask=dm, sem="relaxed")
+        tl.atomic_add(grad_semantics_b + off * C + cols, acc_s[j], mask=sm, sem="relaxed")
+
+
+@triton.jit
 def render_fwd_kernel(
     density_ptr, semantics_ptr, rays_o_ptr, rays_d_ptr, t_near_ptr, num_samples_ptr, t_ptr,
     depth_ptr, sem_out_ptr, opacity_ptr, pairs_ptr, squares_ptr, count_ptr,
@@ -282,9 +310,18 @@ def render_bwd_kernel(
     grad_density_ptr, grad_semantics_ptr,
     R, C, NX, NY, NZ, orx, ory, orz, scx, scy, scz, step, interval, shift, thr, stop,
     background, merge, depth_scale,
-    BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr, REFERENCE: tl.constexpr,
+    BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr, REFERENCE: tl.constexpr, MERGE: tl.constexpr,
 ):  # fmt: skip
-    """Backward: replay the samples in order and scatter dL/d(density, semantics) into the grids."""
+    """Backward: replay the samples in order and scatter dL/d(density, semantics) into the grids.
+
+    MERGE: run-length merged atomics. Consecutive kept samples of a ray often read the same interpolation
+    cell (0.2 m steps through 0.4 m voxels), whose eight corners are the same addresses: their gradients
+    are summed in registers over the run (8 density sums, 8 semantic rows) and added to the grids once,
+    when a kept sample (keep_a) of the row lands in another cell, and after the loop. A cell is its base
+    index and strides (and, REFERENCE, which corners lie in the grid): equal keys mean the same eight
+    masked addresses, so the merge is exact up to float32 summation order. Dropped samples neither end a
+    run nor add to it (their terms are selected away, not multiplied by 0, so nothing non-finite leaks in).
+    """
     cols = tl.arange(0, BLOCK_C)[None, :]
     col_ok = cols < C
     first = cols == 0
@@ -320,6 +357,14 @@ def render_bwd_kernel(
     wx_before = tl.zeros([BLOCK_R, BLOCK_C], tl.float32)
     gw_prefix = tl.zeros([BLOCK_R, BLOCK_C], tl.float32)
     px, py, pz, travelled = ox, oy, oz, tl.zeros([BLOCK_R, BLOCK_C], tl.float32)
+    # MERGE: the current run's cell (run_sx = -1: no run yet; strides are >= 0), whether a kept weight
+    # (keep_w) is in it, and its gradient sums per corner
+    zero_i = tl.zeros([BLOCK_R, BLOCK_C], tl.int32)
+    run_base, run_sx, run_sy, run_sz, run_in = zero_i, zero_i - 1, zero_i, zero_i, zero_i
+    run_sem = zero_i != 0
+    zero = tl.zeros([BLOCK_R, BLOCK_C], tl.float32)
+    acc_d = (zero, zero, zero, zero, zero, zero, zero, zero)
+    acc_s = (zero, zero, zero, zero, zero, zero, zero, zero)
     n_max = tl.max(tl.max(n, 1), 0)
     k = 0
     go = n_max > 0
@@ -357,19 +402,55 @@ def render_bwd_kernel(
         g_tau = tl.where(keep_w, g_w * trans_next, 0.0) - (total - gw_prefix)
         # tau = softplus(density + shift) * interval and softplus' = sigmoid
         g_dens = tl.where(keep_a, g_tau * interval / (1.0 + tl.exp(-(dens + shift))), 0.0)
-        density_mask = keep_a & first  # one lane per ray adds the density gradient
-        for j in tl.static_range(8):
-            off, wj = _corner(j, base, sx, sy, sz, fx, fy, fz)
-            d_mask = density_mask
-            s_mask = sem_mask
+        if MERGE:
+            # a kept sample in another cell than its row's run ends that run
+            moved = (base != run_base) | (sx != run_sx) | (sy != run_sy) | (sz != run_sz)
             if REFERENCE:
-                corner_in = _inside(j, inside)
-                d_mask = d_mask & corner_in
-                s_mask = s_mask & corner_in
-            tl.atomic_add(grad_density_b + off, wj * g_dens, mask=d_mask, sem="relaxed")
-            tl.atomic_add(grad_semantics_b + off * C + cols, (w * wj) * g_sem, mask=s_mask, sem="relaxed")
+                moved = moved | (inside != run_in)
+            moved = moved & keep_a
+            ended = moved & (run_sx >= 0)
+            # Flush under a branch on "any row ends a run" rather than issuing 16 predicated-off atomics
+            # (and their addresses) every sample: with one ray per program the branch is uniform and costs
+            # one warp reduction (a redux.sync), and it is skipped on the ~40% of kept samples that stay in
+            # their run's cell (1.7 per run on benchmarks/render.py's rays, --count-runs) and on every
+            # sample the skip threshold drops.
+            if _any(ended):
+                _flush_run(acc_d, acc_s, ended & first, ended & run_sem & col_ok, run_base, run_sx, run_sy,
+                           run_sz, run_in, grad_density_b, grad_semantics_b, C, cols, REFERENCE)  # fmt: skip
+            run_base = tl.where(moved, base, run_base)
+            run_sx = tl.where(moved, sx, run_sx)
+            run_sy = tl.where(moved, sy, run_sy)
+            run_sz = tl.where(moved, sz, run_sz)
+            run_in = tl.where(moved, inside, run_in)
+            run_sem = (run_sem & ~moved) | keep_w
+            new_d = ()
+            new_s = ()
+            for j in tl.static_range(8):
+                _, wj = _corner(j, base, sx, sy, sz, fx, fy, fz)
+                d = tl.where(keep_a, wj * g_dens, 0.0)
+                s = tl.where(sem_mask, (w * wj) * g_sem, 0.0)
+                new_d = new_d + (tl.where(moved, d, acc_d[j] + d),)
+                new_s = new_s + (tl.where(moved, s, acc_s[j] + s),)
+            acc_d = new_d
+            acc_s = new_s
+        else:
+            density_mask = keep_a & first  # one lane per ray adds the density gradient
+            for j in tl.static_range(8):
+                off, wj = _corner(j, base, sx, sy, sz, fx, fy, fz)
+                d_mask = density_mask
+                s_mask = sem_mask
+                if REFERENCE:
+                    corner_in = _inside(j, inside)
+                    d_mask = d_mask & corner_in
+                    s_mask = s_mask & corner_in
+                tl.atomic_add(grad_density_b + off, wj * g_dens, mask=d_mask, sem="relaxed")
+                tl.atomic_add(grad_semantics_b + off * C + cols, (w * wj) * g_sem, mask=s_mask, sem="relaxed")
         w_before += w
         wx_before += w * x
         trans = trans_next
         k += 1
         go = (k < n_max) & _any((k < n) & (trans >= stop))
+    if MERGE:  # the runs still open
+        started = run_sx >= 0
+        _flush_run(acc_d, acc_s, started & first, started & run_sem & col_ok, run_base, run_sx, run_sy,
+                   run_sz, run_in, grad_density_b, grad_semantics_b, C, cols, REFERENCE)  # fmt: skip
