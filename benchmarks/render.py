@@ -12,9 +12,10 @@ graphs, and all but each term beside the renderer's own, with wall and GPU-busy 
 
 --convention reference times the published release's conventions (render/conventions.py) instead of this
 project's metric ones: samples from the ray origin out to the 39 m sphere and its background shell.
---merge both times the fused backward with run-length merged atomic adds (fused.MERGE_ATOMICS, the default)
-and with per-sample ones, row by row; --count-runs only counts, on any device, how many atomic adds the
-merge saves on the GPU setting's inputs (kept samples per interpolation cell along each ray).
+--merge both times the fused backward with run-length merged atomic adds (fused.MERGE_ATOMICS, off by
+default until timed) and with per-sample ones, row by row; --count-runs only counts, on any device, how
+many atomic adds the merge saves on the GPU setting's inputs (kept samples per interpolation cell along
+each ray).
 """
 
 from __future__ import annotations
@@ -414,7 +415,7 @@ def main() -> int:
     )
     parser.add_argument(
         "--merge",
-        default="on",
+        default="on" if fused.MERGE_ATOMICS else "off",
         choices=("on", "off", "both"),
         help="fused backward: run-length merged atomic adds, per-sample ones, or both timed in turn",
     )

@@ -3,7 +3,8 @@ under both rendering conventions.
 
 Prints one line per case and exits non-zero on a mismatch. Arguments: the conventions to check (default both),
 "merge" for the backward's two scatter variants against each other and a float64 reference, and
-"--merge=off" to run the convention checks with the per-sample atomic adds (default: the module's setting).
+"--merge=on" or "--merge=off" to run the convention checks with merged or per-sample atomic adds
+(default: the module's setting).
 """
 
 from __future__ import annotations
@@ -244,8 +245,9 @@ def merge_cases() -> bool:
 
 
 def main(conventions: list[str]) -> int:
-    if "--merge=off" in conventions:
-        fused.MERGE_ATOMICS = False
+    for flag, merge in (("--merge=off", False), ("--merge=on", True)):
+        if flag in conventions:
+            fused.MERGE_ATOMICS = merge
     conventions = [c for c in conventions if not c.startswith("--")] or ["metric", "reference"]
     failed = False
     if "merge" in conventions:

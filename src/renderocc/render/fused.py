@@ -23,9 +23,11 @@ except ImportError:  # CPU-only installs: the reference renderer is used
 BLOCK_RAYS = 1
 NUM_WARPS = 1
 # Backward: sum the gradients of a ray's consecutive samples in one interpolation cell in registers and add
-# them to the grids once per run, not once per sample (`render_bwd_kernel`, MERGE). False: the per-sample
-# atomic adds (kept for comparison: benchmarks/render.py --merge both).
-MERGE_ATOMICS = True
+# them to the grids once per run, not once per sample (`render_bwd_kernel`, MERGE: 42% fewer atomic adds on
+# the benchmark's rays). Off until it is timed on a GPU (benchmarks/render.py --merge both) and checked with
+# older Tritons: it carries tuples through the sample loop, which Triton 3.8 compiles (tested here for
+# sm_90) but the Triton 3.0 of torch 2.4 may not.
+MERGE_ATOMICS = False
 
 
 def triton_available() -> bool:
