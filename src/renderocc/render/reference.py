@@ -133,8 +133,9 @@ def _interpolate(
         voxels = index + torch.arange(b, device=q.device).view(b, 1, 1, 1) * math.prod(grid.shape)
         with torch.autocast("cpu", enabled=False):  # in the table's dtype
             values = _CornerSum.apply(table.reshape(-1, table.shape[-1]), voxels.view(-1, 8), tri.view(-1, 8))
-        values = values.view(b, r, k, -1)
-        return values[..., 0], values[..., 1:]
+        # split rather than two slices: one backward copy instead of two zero-filled full-size gradients
+        density_values, logits = values.view(b, r, k, -1).split([1, semantics_cf.shape[1]], -1)
+        return density_values.squeeze(-1), logits
     corner_density = density.reshape(b, -1).gather(1, index.reshape(b, -1)).view(index.shape)
     # Logits are interpolated by grid_sample: with align_corners=False and border padding it is exactly
     # the clamped voxel-centre convention of trilinear_corners.
@@ -171,7 +172,8 @@ def _render_chunk(
     alpha = torch.where(exists, alpha, torch.zeros_like(alpha))
     w = composite(tau, alpha, skip_threshold, conv.stop_transmittance)
     x = x.expand_as(w)
-    semantics = torch.einsum("brkc,brk->brc", logits, w)
+    # a batched [1, K] x [K, C] product: takes the logits' strides as they are (einsum copied them)
+    semantics = torch.matmul(w.unsqueeze(-2), logits).squeeze(-2)
     pairs, squares = distortion_terms(w, x)
     return (w * x).sum(-1), semantics, w.sum(-1), pairs, squares, (w > 0).sum(-1, dtype=torch.int32)
 
