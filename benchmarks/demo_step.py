@@ -2,10 +2,11 @@
 
     python benchmarks/demo_step.py --dataroot D [--steps 60] [--repeats 3]
 
-The demo preset with the demo's CPU overrides (fewer rays, no history frame), batch 2, one loader process,
-on the CPU; steps/s per 10-step window from the run's metrics.jsonl (the first window, with start-up,
-left out). Runs with only the training API, so the same script times an earlier checkout
-(PYTHONPATH=that/src) for a before/after on the same data.
+The demo preset with the demo's CPU overrides (fewer rays, no history frame), batch 2, the demo's loader
+processes (its CPU_LOADER_WORKERS: 0, loading in the training process; one in checkouts before it), on the
+CPU; steps/s per 10-step window from the run's metrics.jsonl (the first window, with start-up, left out).
+Runs with only the training API, so the same script times an earlier checkout (PYTHONPATH=that/src) for a
+before/after on the same data.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from renderocc import demo
 from renderocc.config import get_preset
 from renderocc.demo import CPU_OVERRIDES
 from renderocc.train import TrainOptions, train
@@ -42,7 +44,10 @@ def main() -> None:
     parser.add_argument("--version", default="v1.0-synthetic")
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--workers", type=int, default=1, help="loader processes (the demo's: 1)")
+    workers = getattr(demo, "CPU_LOADER_WORKERS", 1)  # checkouts before it loaded in one process
+    parser.add_argument(
+        "--workers", type=int, default=workers, help=f"loader processes (the demo's: {workers})"
+    )
     args = parser.parse_args()
     rows = []
     for _ in range(args.repeats):

@@ -24,6 +24,9 @@ DEFAULT_ITERS_GPU = 2000
 # minutes on 2 cores: a quarter of the rays per sample (the PyTorch renderer's backward dominates a CPU
 # step) and no history frame. About 0.45 s per step at batch 2 there.
 CPU_OVERRIDES = {"data": {"max_rays": 2048, "prev_frames": 0}}
+# On the CPU the batches load in the training process: on 2 cores a loader process preempted the step's
+# threads, and every op then waited for the one taken off (3.27 against 2.76 steps/s, benchmarks/demo_step.py)
+CPU_LOADER_WORKERS = 0
 TOTAL_BUDGET_S = 14 * 60  # the demo's promise is 15 minutes; one is kept in hand
 CALIBRATION_FRAMES = 32  # training frames whose labelled rays choose the read-out thresholds
 # calibration, evaluation (with RayIoU) and pictures after training: 31 s on 2 idle cores (2026-12-01), scaled
@@ -147,7 +150,7 @@ def run_demo(
     print(f"[demo] training preset {preset.name!r} from 2D labels only for {iters} steps on {dev}")
     if overrides:
         print(f"[demo] CPU budget: {overrides} (the full demo preset runs on a GPU)")
-    workers = 1 if dev.type == "cpu" else None  # on 2 cores, more loader processes only steal compute
+    workers = CPU_LOADER_WORKERS if dev.type == "cpu" else None
     # Whatever the machine, the demo keeps its promise of 15 minutes: training stops (validated and
     # checkpointed) when the time left, less what evaluation and pictures take, runs out.
     # a busy machine (other work on the cores) evaluates slower too: the reserve grows with its pace

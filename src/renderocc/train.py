@@ -40,6 +40,7 @@ from renderocc.data.batch import batch_to
 from renderocc.eval.evaluate import evaluate_model, label_grid
 from renderocc.train_utils import distributed
 from renderocc.train_utils.amp import autocast
+from renderocc.train_utils.cpu_threads import CpuThreads
 from renderocc.train_utils.cuda_graphs import GraphedCall, GraphedLosses, LossFn
 from renderocc.train_utils.data import eval_loader, open_index, train_loader
 from renderocc.train_utils.ema import EMA
@@ -400,6 +401,8 @@ def train(preset: Preset, opts: TrainOptions) -> Path:
     )
     model.train()
     batches = iter(loader)
+    # a CPU shared with other processes: the threads of the cores they leave (train_utils.cpu_threads)
+    threads = CpuThreads() if device.type == "cpu" and not dist.enabled else None
     meter = Throughput(device)
     started = time.perf_counter()
     for step in range(start_step, total_iters):
@@ -431,6 +434,8 @@ def train(preset: Preset, opts: TrainOptions) -> Path:
         optimizer.step()
         scheduler.step()
         ema.update(raw_model)
+        if threads is not None:
+            threads.update()
 
         done = step + 1
         meter.add(batch["ray_valid"].sum())
@@ -450,6 +455,8 @@ def train(preset: Preset, opts: TrainOptions) -> Path:
                 "samples_per_s": samples_per_s,
                 "rays_per_s": rays_per_s,
             }
+            if threads is not None:
+                record["cpu_threads"] = torch.get_num_threads()
             if dist.is_main:
                 log_metrics(run_dir, record, writer)
                 bar.set_postfix(
@@ -483,6 +490,8 @@ def train(preset: Preset, opts: TrainOptions) -> Path:
             bar.write(f"time budget of {opts.time_budget_s:.0f} s reached at step {done} of {total_iters}")
             break
     bar.close()
+    if threads is not None:
+        threads.restore()
     if writer is not None:
         writer.close()
     final = last_good if last_good is not None else latest_checkpoint(run_dir)

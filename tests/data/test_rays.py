@@ -7,7 +7,14 @@ import torch
 from renderocc.config import DataConfig
 from renderocc.core.camera import project
 from renderocc.core.transforms import make_pose, transform_points
-from renderocc.data.rays import camera_directions, cell_counts, labels_to_rays, ray_weights, weighted_sample
+from renderocc.data.rays import (
+    camera_directions,
+    cell_counts,
+    grouped_matvec,
+    labels_to_rays,
+    ray_weights,
+    weighted_sample,
+)
 
 
 def test_weights_class_balance_and_frames() -> None:
@@ -85,3 +92,17 @@ def test_ray_reaches_the_labelled_point() -> None:
     rays_o, rays_d, depth = labels_to_rays(dirs, z[:, 0], group, cam2ego)
     torch.testing.assert_close(rays_d.norm(dim=-1), torch.ones(3))
     torch.testing.assert_close(rays_o + depth[:, None] * rays_d, points_ego, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("order", ["runs", "scattered", "empty"])
+def test_grouped_matvec_is_the_gathered_product(order: str) -> None:
+    gen = torch.Generator().manual_seed(0)
+    matrices = torch.randn(4, 3, 3, generator=gen)
+    group = {
+        "runs": torch.tensor([0, 0, 0, 2, 2, 1, 3, 3, 0]),  # runs of a camera, one group twice
+        "scattered": torch.randint(0, 4, (60,), generator=gen),  # more runs than the gather costs
+        "empty": torch.zeros(0, dtype=torch.long),
+    }[order]
+    vectors = torch.randn(len(group), 3, generator=gen)
+    expected = torch.einsum("pij,pj->pi", matrices[group], vectors)
+    torch.testing.assert_close(grouped_matvec(matrices, group, vectors), expected)

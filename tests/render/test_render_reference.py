@@ -3,7 +3,7 @@ import torch
 from render_naive import naive_render
 
 from renderocc.core.grid import VoxelGrid
-from renderocc.render import volume_render
+from renderocc.render import reference, volume_render
 from renderocc.render.conventions import resolve
 from renderocc.render.reference import render_reference
 from renderocc.render.sampling import ray_box_intersection, sample_counts
@@ -71,6 +71,20 @@ def test_chunked_render_matches_single_chunk_forward_and_backward():
         d, s = density.clone().requires_grad_(), semantics.clone().requires_grad_()
         conv = resolve("metric", GRID, 0.2, 1e-7)
         out = render_reference(d, s, rays_o, rays_d, t_near, num_samples, GRID, conv, SHIFT, 1e-7, budget)
+        (out.depth.sum() + out.semantics.square().sum() + out.distortion.sum()).backward()
+        results.append([*(getattr(out, f) for f in FIELDS), d.grad, s.grad])
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b)
+
+
+def test_sparse_corner_sums_match_grid_sample_forward_and_backward(monkeypatch):
+    """The CPU's sparse-product interpolation against the grid_sample one that GPUs run."""
+    density, semantics, rays_o, rays_d = random_scene(7, rays=20)
+    results = []
+    for sparse in (True, False):
+        monkeypatch.setattr(reference, "sparse_corners", lambda device, sparse=sparse: sparse)
+        d, s = density.clone().requires_grad_(), semantics.clone().requires_grad_()
+        out = volume_render(d, s, rays_o, rays_d, GRID, 0.2, SHIFT, 1e-7, implementation="torch")
         (out.depth.sum() + out.semantics.square().sum() + out.distortion.sum()).backward()
         results.append([*(getattr(out, f) for f in FIELDS), d.grad, s.grad])
     for a, b in zip(*results):

@@ -28,7 +28,13 @@ from renderocc.data.batch import OPTIONAL_KEYS, TENSOR_KEYS, Batch
 from renderocc.data.images import read_image
 from renderocc.data.index import Index
 from renderocc.data.labels import FrameLabels, load_labels
-from renderocc.data.rays import camera_directions, labels_to_rays, ray_weights, weighted_sample
+from renderocc.data.rays import (
+    camera_directions,
+    grouped_matvec,
+    labels_to_rays,
+    ray_weights,
+    weighted_sample,
+)
 
 # ImageNet normalisation of 0..255 pixels as one multiply-add: (x / 255 - mean) / std.
 PIXEL_SCALE = torch.from_numpy(1 / (255 * IMAGENET_STD)).view(3, 1, 1)
@@ -182,7 +188,7 @@ class OccDataset(Dataset):
         group = torch.from_numpy(
             np.concatenate([slot * n_cam + lab.camera_ids() for slot, lab in enumerate(labels)])
         )
-        frame = torch.tensor([o for o, _ in frames])[group // n_cam]
+        frame = torch.from_numpy(np.repeat([o for o, _ in frames], [len(lab.u) for lab in labels]))
         z = torch.from_numpy(np.concatenate([lab.depth for lab in labels]).astype(np.float32))
         cls = torch.from_numpy(np.concatenate([lab.cls for lab in labels]).astype(np.int64))
         uv = np.stack(
@@ -192,17 +198,19 @@ class OccDataset(Dataset):
             torch.from_numpy(uv.astype(np.float32) + 0.5), group, torch.from_numpy(intrinsics).float()
         )
 
+        # index_select rather than indexing: on the CPU several times faster on these ~100k labels
         candidate = torch.nonzero(z * dirs.norm(dim=-1) <= cfg.max_depth).squeeze(1)
-        rays_o, rays_d, ray_depth = labels_to_rays(
-            dirs[candidate], z[candidate], group[candidate], torch.from_numpy(cam2keyego).float()
-        )
+        dirs, z, group, cls, frame = (t.index_select(0, candidate) for t in (dirs, z, group, cls, frame))
+        rays_o, rays_d, ray_depth = labels_to_rays(dirs, z, group, torch.from_numpy(cam2keyego).float())
         points = rays_o + ray_depth[:, None] * rays_d
-        weights = ray_weights(cls[candidate], frame[candidate] == 0, points, cfg)
+        weights = ray_weights(cls, frame == 0, points, cfg)
         chosen = weighted_sample(weights, cfg.max_rays, generator)
-        n, picked = len(chosen), candidate[chosen]
-        for key, values in (("rays_o", rays_o), ("rays_d", rays_d), ("ray_depth", ray_depth)):
-            out[key][:n] = values[chosen]
-        out["ray_class"][:n], out["ray_frame"][:n] = cls[picked], frame[picked]
+        n = len(chosen)
+        for key, values in (
+            ("rays_o", rays_o), ("rays_d", rays_d), ("ray_depth", ray_depth), ("ray_class", cls),
+            ("ray_frame", frame),
+        ):  # fmt: skip
+            out[key][:n] = values.index_select(0, chosen)
         out["ray_valid"][:n] = True
         return key_labels, out
 
@@ -218,7 +226,7 @@ class OccDataset(Dataset):
             ],
             -1,
         )
-        xy = torch.einsum("pij,pj->pi", torch.from_numpy(img_aug)[cam], uv1)[:, :2].floor().long()
+        xy = grouped_matvec(torch.from_numpy(img_aug), cam, uv1)[:, :2].floor().long()
         inside = (xy[:, 0] >= 0) & (xy[:, 0] < w) & (xy[:, 1] >= 0) & (xy[:, 1] < h)
         flat = (cam * h + xy[:, 1]) * w + xy[:, 0]
         depth_map = torch.full((n_cam * h * w,), torch.inf)
