@@ -29,7 +29,12 @@ def run_once(dataroot: str, version: str, steps: int, workers: int) -> list[floa
     preset = get_preset("demo").replace(**CPU_OVERRIDES)
     preset = preset.replace(train={"max_iters": steps, "val_every": 10**9, "checkpoint_every": 10**9})
     with tempfile.TemporaryDirectory() as out:
-        opts = TrainOptions(dataroot, out, version, device="cpu", num_workers=workers, progress=False)
+        # as the demo: adaptive CPU threads where the checkout has them
+        fields = TrainOptions.__dataclass_fields__
+        adapt = {"adapt_cpu_threads": True} if "adapt_cpu_threads" in fields else {}
+        opts = TrainOptions(
+            dataroot, out, version, device="cpu", num_workers=workers, progress=False, **adapt
+        )
         train(preset, opts)
         records = [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
     rates = [r["samples_per_s"] / preset.train.batch_size for r in records if "samples_per_s" in r]

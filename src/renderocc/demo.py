@@ -160,7 +160,7 @@ def run_demo(
     budget = max(60.0, TOTAL_BUDGET_S - reserve - sum(timings.values())) if time_budget else None
     opts = TrainOptions(
         dataroot, run_dir, VERSION, supervision="2d", resume=resume, device=str(dev), num_workers=workers,
-        time_budget_s=budget,
+        time_budget_s=budget, adapt_cpu_threads=True,
     )  # fmt: skip
     checkpoint = train(preset, opts)
     stage("train")

@@ -79,6 +79,10 @@ class TrainOptions:
     val_samples: int | None = None  # cap on validation frames (all of the val split when None)
     time_budget_s: float | None = None  # stop early, validated and checkpointed, once training ran this long
     progress: bool = True
+    # CPU only: re-choose the intra-op threads as other processes load the cores (train_utils.cpu_threads).
+    # Faster on a shared machine, but the thread count changes float summation order, so a seeded run is
+    # no longer bit-for-bit repeatable: the demo opts in, everything else keeps a fixed count.
+    adapt_cpu_threads: bool = False
 
 
 def training_losses(
@@ -402,7 +406,7 @@ def train(preset: Preset, opts: TrainOptions) -> Path:
     model.train()
     batches = iter(loader)
     # a CPU shared with other processes: the threads of the cores they leave (train_utils.cpu_threads)
-    threads = CpuThreads() if device.type == "cpu" and not dist.enabled else None
+    threads = CpuThreads() if opts.adapt_cpu_threads and device.type == "cpu" and not dist.enabled else None
     meter = Throughput(device)
     started = time.perf_counter()
     for step in range(start_step, total_iters):
