@@ -48,7 +48,10 @@ def setup(device: str | None = None) -> DistInfo:
 
 
 def cleanup() -> None:
+    """Tear the process group down once every process is done with it: a process that leaves first closes
+    its gloo connections under the others, whose transport thread can then abort (seen under heavy load)."""
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 
