@@ -21,8 +21,8 @@ VERSION = "v1.0-synthetic"
 DEFAULT_ITERS_CPU = 1000  # about 7.5 minutes of training on 2 idle cores
 DEFAULT_ITERS_GPU = 2000
 # On the CPU the demo trains a lighter variant of the `demo` preset so that the whole demo fits in 15
-# minutes on 2 cores: a quarter of the rays per sample (the PyTorch renderer's backward dominates a CPU
-# step) and no history frame. About 0.45 s per step at batch 2 there.
+# minutes on 2 cores: a quarter of the rays per sample (the PyTorch renderer's cost grows with them) and no
+# history frame. About 0.3 s per step at batch 2 there (benchmarks/demo_step.py, 2026-12-01).
 CPU_OVERRIDES = {"data": {"max_rays": 2048, "prev_frames": 0}}
 # On the CPU the batches load in the training process: on 2 cores a loader process preempted the step's
 # threads, and every op then waited for the one taken off (3.27 against 2.76 steps/s, benchmarks/demo_step.py)

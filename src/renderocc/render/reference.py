@@ -70,9 +70,9 @@ class _CornerSum(torch.autograd.Function):
     differentiable in table [V, C] (the weights are constants).
 
     A sparse [N, V] matrix (CSR, 32-bit indices, as MKL takes them) times the table, and in the backward its
-    transpose, built by sorting the entries by voxel, times the gradient. On the CPU this is several times
-    faster than grid_sample's 3D kernel (scalar code, one thread per batch element, and a gradient for the
-    sample points in every backward whether they need one or not).
+    transpose, built by sorting the entries by voxel, times the gradient. On the CPU demo's chunks forward and
+    backward took 12 ms against 29 ms for the corner gather and grid_sample's 3D kernel (scalar code, one
+    thread per batch element, and a gradient for the sample points in every backward whether asked or not).
     """
 
     @staticmethod
