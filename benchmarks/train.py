@@ -26,6 +26,7 @@ import collections
 import contextlib
 import functools
 import json
+import math
 import statistics
 import time
 import traceback
@@ -122,40 +123,72 @@ def stage_split(
     return {name: median_ms(fn, device, repeats) for name, fn in stages.items()}
 
 
-def one_step(step_fn, batch: dict, raw, optimizer, ema, preset) -> None:
-    """One training step as `renderocc train` takes it; step_fn from `renderocc.train.forward_backward`."""
-    loss = sum(step_fn(batch).values())
-    if not bool(torch.isfinite(loss)):  # checked where `renderocc train` checks it: the step's one wait
-        raise RuntimeError("non-finite loss")
+def one_step(step_fn, batch: dict, raw, optimizer, ema, preset) -> torch.Tensor:
+    """One training step as `renderocc train` takes it (step_fn from `renderocc.train.forward_backward`),
+    without waiting for the GPU: returns whether the loss was finite, on the device."""
+    losses = step_fn(batch)
+    finite = torch.isfinite(torch.stack(list(losses.values())).sum())  # the loop's NonFiniteWatch
     torch.nn.utils.clip_grad_norm_(raw.parameters(), preset.train.grad_clip)
     optimizer.step()
     ema.update(raw)
+    return finite
+
+
+ROUND = 6  # steps queued back to back per timed round
 
 
 def time_steps(
     steps: dict, batches, raw, optimizer, ema, preset, args, contexts: dict | None = None
 ) -> dict[str, dict]:
-    """Whole training steps of each step function in `steps`, taking turns step by step (so
-    a drift of the GPU's clocks hits all alike), each inside its `contexts[name]()` if any: per name, ms
-    per step and loader wait in ms (both after the warm-up), and the labelled rays of each batch."""
+    """Whole training steps of each step function in `steps`, in rounds of ROUND steps that the host queues
+    without waiting for the GPU in between, as `renderocc train` does (it waits only every few steps, to
+    log). Each round's batches are on the device before its clock starts, so the loader's pace is timed
+    apart (load_ms: per batch, its wait and copy). The step functions take turns round by round (so a drift
+    of the GPU's clocks hits all alike), each inside its `contexts[name]()` if any. Per name: ms per step of
+    every round after the warm-up, loader ms per batch, and the labelled rays of each batch."""
     contexts = contexts or {}
     device = next(raw.parameters()).device
     times = {name: {"step_ms": [], "load_ms": [], "rays": []} for name in steps}
-    for i in range(args.warmup + args.steps):
+    rounds = math.ceil(args.warmup / ROUND) + math.ceil(args.steps / ROUND)
+    for i in range(rounds):
+        timed = i >= math.ceil(args.warmup / ROUND)
         for name, step in steps.items():
             t0 = time.perf_counter()
-            batch = batch_to(next(batches), device)
+            queued = [batch_to(next(batches), device) for _ in range(ROUND)]
             sync(device)
             t1 = time.perf_counter()
             with contexts.get(name, contextlib.nullcontext)():
-                one_step(step, batch, raw, optimizer, ema, preset)
+                finite = [one_step(step, batch, raw, optimizer, ema, preset) for batch in queued]
             sync(device)
             t2 = time.perf_counter()
-            if i >= args.warmup:
-                times[name]["step_ms"].append((t2 - t1) * 1e3)
-                times[name]["load_ms"].append((t1 - t0) * 1e3)
-                times[name]["rays"].append(int(batch["ray_valid"].sum()))
+            if not bool(torch.stack(finite).all()):
+                raise RuntimeError(f"non-finite loss in a {name} step")
+            if timed:
+                times[name]["step_ms"].append((t2 - t1) * 1e3 / ROUND)
+                times[name]["load_ms"].append((t1 - t0) * 1e3 / ROUND)
+                times[name]["rays"] += [int(batch["ray_valid"].sum()) for batch in queued]
     return times
+
+
+def profile_kernels(step, batches, raw, optimizer, ema, preset, rows: int) -> str:
+    """The GPU kernels of ROUND training steps, most GPU time first (a table; graphs off so each kernel
+    shows by name: their GPU time is the same replayed)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    device = next(raw.parameters()).device
+    queued = [batch_to(next(batches), device) for _ in range(ROUND)]
+    sync(device)
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for batch in queued:
+            one_step(step, batch, raw, optimizer, ema, preset)
+        sync(device)
+    averages = prof.key_averages()
+    for key in ("self_device_time_total", "self_cuda_time_total"):  # renamed in newer torch
+        try:
+            return averages.table(sort_by=key, row_limit=rows)
+        except (AttributeError, KeyError, ValueError):
+            continue
+    return averages.table(row_limit=rows)
 
 
 def sync_audit(step, batch: dict, raw, optimizer, ema, preset) -> collections.Counter:
@@ -236,6 +269,9 @@ def bench(preset_name: str, batch_size: int, args, dist) -> dict:
     stages, syncs = {}, {}
     if args.sync_audit and device.type == "cuda":
         syncs = dict(sync_audit(step, batch_to(next(batches), device), raw, optimizer, ema, preset))
+    if args.profile:
+        print(f"\n{preset_name} batch {batch_size}: GPU kernels of {ROUND} eager steps")
+        print(profile_kernels(step_of(graphs="off"), batches, raw, optimizer, ema, preset, args.profile))
     if args.stages:
         stages = stage_split(raw, batch_to(next(batches), device), preset, losses_2d, optimizer, ema, amp,
                              args.steps)  # fmt: skip
@@ -322,6 +358,9 @@ def main() -> None:
     parser.add_argument(
         "--sync-audit", action="store_true", help="list where a step makes the host wait for the GPU (CUDA)"
     )
+    parser.add_argument(
+        "--profile", type=int, default=0, metavar="ROWS", help="print the top ROWS GPU kernels of a step"
+    )
     parser.add_argument("--json", help="write the rows to this file")
     args = parser.parse_args()
     dist = distributed.setup(args.device)
@@ -330,7 +369,10 @@ def main() -> None:
     rows = [bench(p, b, args, dist) for p in args.preset for b in args.batch_size]
     if dist.is_main:
         name = torch.cuda.get_device_name(dist.device) if dist.device.type == "cuda" else "CPU"
-        print(f"device: {name} x {dist.world_size}, median of {args.steps} steps after {args.warmup} warm-up")
+        print(
+            f"device: {name} x {dist.world_size}; step ms: median over rounds of {ROUND} steps queued back "
+            f"to back ({args.steps} steps after {args.warmup} warm-up), as `renderocc train` runs them"
+        )
         print(f"{'preset':<16}{'batch':>6}{'gpus':>5}{'step ms':>10}{'wait ms':>9}{'samples/s':>11}"
               f"{'rays/s':>11}{'peak GB':>9}{'TFLOP/s':>9}{'MFU':>7}")  # fmt: skip
         for r in rows:

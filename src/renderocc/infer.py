@@ -122,7 +122,7 @@ class Predictor:
     images alone; the labels are the same. A streaming loader (eval_loader's `stream`) then leaves those
     images out. Anything else, a scene's first frame or a frame out of order, is computed from its images.
 
-    uint8 images (eval_loader's `uint8_images`) are normalised here, on the device, as the loader would.
+    uint8 images (eval_loader's `uint8_images`) are normalised by the model, on the device.
     """
 
     def __init__(
@@ -134,7 +134,6 @@ class Predictor:
         cuda_graphs: bool = True,
         stream: bool = True,
     ) -> None:
-        from renderocc.data.dataset import PIXEL_SCALE, PIXEL_SHIFT
         from renderocc.models.view_transformer import HISTORY
         from renderocc.train_utils.cuda_graphs import GraphedCall
 
@@ -144,7 +143,6 @@ class Predictor:
         threshold = preset.readout_threshold()  # per-layer thresholds made a tensor once, outside any graph
         per_layer = not isinstance(threshold, int | float)
         self.threshold = torch.tensor(threshold, device=device) if per_layer else threshold
-        self.pixel_scale, self.pixel_shift = PIXEL_SCALE.to(device), PIXEL_SHIFT.to(device)  # [3, 1, 1]
         graphed = cuda_graphs and device.type == "cuda"
         self._labels = GraphedCall(self._labels_of, model) if graphed else self._labels_of
         # (token, camera, history entries) of the last frame: on CUDA the entries are a graph's outputs,
@@ -160,8 +158,6 @@ class Predictor:
 
         streamed = "history_features" in batch
         history = {k: batch[f"history_{k}"] for k in self.history_keys} if streamed else None
-        if batch["imgs"].dtype == torch.uint8:  # the loader's multiply-add, on the device
-            batch = batch | {"imgs": batch["imgs"].float().mul_(self.pixel_scale).add_(self.pixel_shift)}
         with autocast(self.device, self.preset.train.amp):
             out = self.model(batch, history, return_history=self.stream)
         labels = occupancy_readout(out["density"].float(), out["semantics"].float(), self.threshold)

@@ -277,6 +277,43 @@ class Throughput:
         return self.steps * batch_size * world / elapsed, rays / elapsed
 
 
+class NonFiniteWatch:
+    """Whether a step's loss was NaN / inf, noted on the device and read at the loop's sync points.
+
+    Checking every step would make the host wait for the GPU once per step, which then idles while the
+    optimiser and the next batch are launched. A step after a non-finite one only spoils weights that no
+    checkpoint holds: checkpoints are written after a check.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.first_bad = torch.full((), -1, dtype=torch.long, device=device)
+        self.pending: dict[int, tuple[torch.Tensor, list[str]]] = {}  # step -> (loss terms, sample tokens)
+
+    def add(self, step: int, terms: torch.Tensor, tokens: list[str]) -> None:
+        """terms [K]: the step's loss terms (not to be changed later)."""
+        bad = ~torch.isfinite(terms.sum())
+        self.first_bad = torch.where(bad & (self.first_bad < 0), step, self.first_bad)
+        self.pending[step] = (terms, tokens)
+
+    def check(self, names: list[str], last_good: Path | None) -> None:
+        """Raise NonFiniteLossError naming the first bad step since the last check (on any process)."""
+        bad = int(self.first_bad)
+        pending, self.pending = self.pending, {}
+        if distributed.all_true(bad < 0, self.first_bad.device):
+            return
+        if bad < 0:
+            raise NonFiniteLossError(
+                f"non-finite loss on another process before step {max(pending) + 1}; last good checkpoint: "
+                f"{last_good or 'none yet'} (lower the lr and restart from it with --resume)"
+            )
+        terms, tokens = pending[bad]
+        values = ", ".join(f"{k}={v:.4g}" for k, v in zip(names, terms.tolist()))
+        raise NonFiniteLossError(
+            f"non-finite loss at step {bad} ({values}); batch sample tokens: {', '.join(tokens)}; last good "
+            f"checkpoint: {last_good or 'none yet'} (lower the lr and restart from it with --resume)"
+        )
+
+
 def restore(
     checkpoint: Path, state: dict, model, ema: EMA, optimizer, scheduler, rank: int, world: int, seed: int
 ) -> int:
@@ -408,6 +445,7 @@ def train(preset: Preset, opts: TrainOptions) -> Path:
     # a CPU shared with other processes: the threads of the cores they leave (train_utils.cpu_threads)
     threads = CpuThreads() if opts.adapt_cpu_threads and device.type == "cpu" and not dist.enabled else None
     meter = Throughput(device)
+    watch = NonFiniteWatch(device)
     started = time.perf_counter()
     for step in range(start_step, total_iters):
         batch = batch_to(next(batches), device)
@@ -425,15 +463,8 @@ def train(preset: Preset, opts: TrainOptions) -> Path:
                 bar.write(f"torch.compile: first step took {time.perf_counter() - tic:.0f} s (compilation)")
         else:
             losses = step_fn(batch)
-        loss = sum(losses.values())
-        # checked after backward: the wait for the GPU then idles it only while the optimiser is launched
-        if not distributed.all_true(bool(torch.isfinite(loss)), device):
-            terms = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in losses.items())
-            raise NonFiniteLossError(
-                f"non-finite loss at step {step} ({terms}); batch sample tokens: "
-                f"{', '.join(batch['sample_token'])}; last good checkpoint: {last_good or 'none yet'} "
-                "(lower the lr and restart from it with --resume)"
-            )
+        terms = torch.stack(list(losses.values()))  # a copy: a graph's outputs change at its next replay
+        watch.add(step, terms, batch["sample_token"])
         grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), cfg.grad_clip)
         optimizer.step()
         scheduler.step()
@@ -443,17 +474,24 @@ def train(preset: Preset, opts: TrainOptions) -> Path:
 
         done = step + 1
         meter.add(batch["ray_valid"].sum())
-        # every process must agree to stop at the same step, hence the all-reduce
-        out_of_time = opts.time_budget_s is not None and not distributed.all_true(
-            time.perf_counter() - started < opts.time_budget_s, device
+        val_due = has_val and done % val_every == 0
+        checkpoint_due = done % cfg.checkpoint_every == 0
+        # The host waits for the GPU only here: between these points it queues steps ahead of the GPU
+        sync_point = done % LOG_EVERY == 0 or done == total_iters or val_due or checkpoint_due
+        over_time = opts.time_budget_s is not None and time.perf_counter() - started >= opts.time_budget_s
+        # every process must agree to stop at the same step, hence the all-reduce, at sync points only
+        out_of_time = (
+            over_time if not dist.enabled else sync_point and not distributed.all_true(not over_time, device)
         )
         last = done == total_iters or out_of_time
+        if sync_point or last:
+            watch.check(list(losses), last_good)
         if done % LOG_EVERY == 0 or last:
             samples_per_s, rays_per_s = meter.rates(cfg.batch_size)
             record = {
                 "step": done,
-                "loss": float(distributed.mean_across(loss.detach())),
-                **{f"loss/{k}": float(v.detach()) for k, v in losses.items()},
+                "loss": float(distributed.mean_across(terms.sum())),
+                **{f"loss/{k}": float(v) for k, v in zip(losses, terms)},
                 "lr": scheduler.get_last_lr()[0],
                 "grad_norm": float(grad_norm),
                 "samples_per_s": samples_per_s,
@@ -471,7 +509,7 @@ def train(preset: Preset, opts: TrainOptions) -> Path:
             meter.reset()
         bar.update(1)
 
-        if has_val and (done % val_every == 0 or last):
+        if has_val and (val_due or last):
             loader_val = eval_loader(  # scoring reads no rays: the loader leaves them out
                 index, preset.data, "val", cfg.batch_size, 0, dist.rank, dist.world_size, opts.val_samples,
                 with_rays=False,
@@ -487,7 +525,7 @@ def train(preset: Preset, opts: TrainOptions) -> Path:
                     f"step {done}: val mIoU {metrics['miou']:.2f} (EMA weights, {metrics['frames']} frames)"
                 )
             meter.reset()  # validation time is not training throughput
-        if done % cfg.checkpoint_every == 0 or last:
+        if checkpoint_due or last:
             last_good = checkpoint(done)
             meter.reset()
         if out_of_time:

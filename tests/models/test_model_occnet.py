@@ -58,6 +58,22 @@ def test_backward_reaches_backbone_and_stereo():
         assert grad is not None and grad.abs().sum() > 0, name
 
 
+def test_uint8_images_are_normalised_by_the_model():
+    from renderocc.data.augment import PIXEL_SCALE, PIXEL_SHIFT
+
+    preset = get_preset("demo").replace(grid=SMALL_GRID, data=SMALL_IMAGES)
+    model = build_model(preset).eval()
+    batch = make_batch(preset)
+    pixels = torch.randint(
+        0, 256, batch["imgs"].shape, dtype=torch.uint8, generator=torch.Generator().manual_seed(1)
+    )
+    with torch.no_grad():
+        from_uint8 = model(batch | {"imgs": pixels})
+        from_float = model(batch | {"imgs": pixels.float() * PIXEL_SCALE + PIXEL_SHIFT})
+    torch.testing.assert_close(from_uint8["density"], from_float["density"])
+    torch.testing.assert_close(from_uint8["semantics"], from_float["semantics"])
+
+
 def test_bf16_autocast_runs_and_returns_fp32():
     preset = get_preset("demo").replace(grid=SMALL_GRID, data=SMALL_IMAGES)
     model = build_model(preset)

@@ -150,8 +150,7 @@ def test_infer_and_eval_cli_stream_by_default(scenes, prepared, tmp_path):
 
 def test_uint8_images_are_the_float_images_rounded(scenes):
     """A uint8 loader's pixels, normalised by the Predictor, are the float loader's to within the rounding."""
-    from renderocc.data.augment import IMAGENET_STD
-    from renderocc.data.dataset import PIXEL_SCALE, PIXEL_SHIFT
+    from renderocc.data.augment import IMAGENET_STD, PIXEL_SCALE, PIXEL_SHIFT
 
     preset = get_preset("demo")
     model = _model(preset)

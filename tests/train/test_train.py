@@ -124,6 +124,8 @@ def test_nan_loss_stops_with_step_batch_and_checkpoint(prepared, tmp_path, monke
     tokens = [prepared.tokens[i] for i in prepared.splits["train"]]
     assert any(token in message for token in tokens)
     assert str(tmp_path / "checkpoints" / "step-00000002") in message
+    # found at the next sync point (step 4) without a wait per step, before step 4's checkpoint was written
+    assert latest_checkpoint(tmp_path).name == "step-00000002"
 
 
 def test_time_budget_stops_with_a_checkpoint(prepared, tmp_path):

@@ -16,6 +16,9 @@ from renderocc.config import DataConfig
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+# ImageNet normalisation of 0..255 pixels as one multiply-add: (x / 255 - mean) / std, [3, 1, 1].
+PIXEL_SCALE = torch.from_numpy(1 / (255 * IMAGENET_STD)).view(3, 1, 1)
+PIXEL_SHIFT = torch.from_numpy(-IMAGENET_MEAN / IMAGENET_STD).view(3, 1, 1)
 
 
 def image_aug_matrix(

@@ -15,10 +15,10 @@ keyframes at DataConfig.ray_frame_offsets that exist in the scene, through origi
 rays longer than DataConfig.max_depth are never drawn, neighbour-frame rays of dynamic classes neither.
 
 Keys (B samples, T = 1 + number of previous frames, index 0 = key frame, N = 6 cameras, R = max_rays):
-  imgs          float32 [B, T, N, 3, H, W]   normalised with ImageNet mean / std; [B, 1, ...] (the key frame
-                                             alone) from a streaming loader, whose Predictor has the history
-                                             frame's features; uint8 0..255 from a uint8_images loader,
-                                             which the Predictor normalises (see train_utils.data.eval_loader)
+  imgs          uint8 [B, T, N, 3, H, W]     0..255 pixels, which the model normalises on its device (float32
+                                             ImageNet-normalised from a loader without uint8_images); [B, 1,
+                                             ...] (the key frame alone) from a streaming loader, whose
+                                             Predictor has the history frame's features
   intrinsics    float32 [B, T, N, 3, 3]      original camera intrinsics
   img_aug       float32 [B, T, N, 3, 3]      pixel-space image augmentation
   cam2ego       float32 [B, T, N, 4, 4]      camera -> ego frame of that same frame t (BEV-augmented)

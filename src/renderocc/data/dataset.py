@@ -17,8 +17,8 @@ from torch.utils.data import Dataset, default_collate
 from renderocc.config import DataConfig
 from renderocc.core.transforms import invert_pose
 from renderocc.data.augment import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
+    PIXEL_SCALE,
+    PIXEL_SHIFT,
     bev_flip_matrix,
     flip_voxels,
     image_aug_matrix,
@@ -35,10 +35,6 @@ from renderocc.data.rays import (
     ray_weights,
     weighted_sample,
 )
-
-# ImageNet normalisation of 0..255 pixels as one multiply-add: (x / 255 - mean) / std.
-PIXEL_SCALE = torch.from_numpy(1 / (255 * IMAGENET_STD)).view(3, 1, 1)
-PIXEL_SHIFT = torch.from_numpy(-IMAGENET_MEAN / IMAGENET_STD).view(3, 1, 1)
 
 
 class OccDataset(Dataset):

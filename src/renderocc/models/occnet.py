@@ -9,6 +9,7 @@ from torch import nn
 
 from renderocc.config import ModelConfig, Preset, get_preset
 from renderocc.core.grid import VoxelGrid
+from renderocc.data.augment import PIXEL_SCALE, PIXEL_SHIFT
 from renderocc.models.backbone import create_backbone
 from renderocc.models.encoder3d import Encoder3d
 from renderocc.models.heads import VoxelHeads
@@ -75,13 +76,20 @@ class OccupancyNet(nn.Module):
             cfg.voxel_channels * num_frames, cfg.encoder_channels, cfg.encoder_layers, cfg.voxel_channels
         )
         self.heads = VoxelHeads(cfg.voxel_channels, cfg.head_hidden, cfg.num_classes, cfg.density_init)
+        # uint8 images (the loaders' default) are normalised here, on the device: a quarter of the bytes to
+        # pass from the loader's workers and to copy to the GPU
+        self.register_buffer("pixel_scale", PIXEL_SCALE.float(), persistent=False)
+        self.register_buffer("pixel_shift", PIXEL_SHIFT.float(), persistent=False)
         if cfg.channels_last:  # weights too: a convolution converts mismatched weights on every call
             for module in (self.backbone, self.neck, self.view_transformer):
                 module.to(memory_format=torch.channels_last)
             self.encoder.to(memory_format=torch.channels_last_3d)
 
     def image_features(self, images: torch.Tensor) -> torch.Tensor:
-        """images [S, 3, H, W] -> neck features [S, neck_channels, H/16, W/16]."""
+        """images [S, 3, H, W] (ImageNet-normalised float, or uint8 0..255) -> neck features
+        [S, neck_channels, H/16, W/16]."""
+        if images.dtype == torch.uint8:
+            images = images.float() * self.pixel_scale + self.pixel_shift
         return self.neck(*self.backbone(self._conv_layout(images)))
 
     def forward(

@@ -63,8 +63,9 @@ def train_loader(
 ) -> DataLoader:
     """Endless loader of augmented training batches, from position `start_sample` of the data stream
     (the samples that earlier steps took; see `sampling`): a batch depends only on (seed, step).
-    with_gts: load the Occ3D labels (default: when the index has them); 2D-only training needs none."""
-    dataset = OccDataset(index, cfg, "train", train=True, with_gts=with_gts)
+    with_gts: load the Occ3D labels (default: when the index has them); 2D-only training needs none.
+    Images come as uint8 pixels, which the model normalises on its device (see eval_loader's uint8_images)."""
+    dataset = OccDataset(index, cfg, "train", train=True, with_gts=with_gts, uint8_images=True)
     sampler = StepSampler(len(dataset), batch_size, seed, start_sample, rank, world_size)
     return DataLoader(
         SeededDataset(dataset),

@@ -19,17 +19,18 @@ class EMA:
         self.decay = decay
         self.updates = 0
         self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        self.floats = [k for k, v in self.shadow.items() if v.is_floating_point()]
+        self.others = [k for k, v in self.shadow.items() if not v.is_floating_point()]  # BN batch counts
 
     @torch.no_grad()
     def update(self, model: torch.nn.Module) -> None:
         self.updates += 1
         decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
         state = model.state_dict()
-        floats = [k for k, v in self.shadow.items() if v.is_floating_point()]
-        torch._foreach_lerp_([self.shadow[k] for k in floats], [state[k].detach() for k in floats], 1 - decay)
-        for key, shadow in self.shadow.items():
-            if not shadow.is_floating_point():
-                shadow.copy_(state[key])
+        lerp = [self.shadow[k] for k in self.floats], [state[k].detach() for k in self.floats]
+        torch._foreach_lerp_(*lerp, 1 - decay)
+        if self.others:  # one launch for the hundred batch-norm counters, not one each
+            torch._foreach_copy_([self.shadow[k] for k in self.others], [state[k] for k in self.others])
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return self.shadow
