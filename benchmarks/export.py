@@ -27,6 +27,7 @@ package, bf16 autocast on CUDA). One form that fails is reported in the table an
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import statistics
 import time
@@ -262,6 +263,7 @@ def print_table(rows: list[dict], header: str) -> None:
 
 
 def main() -> None:
+    faulthandler.enable()  # a crash inside a runtime (the AOTInductor package's segfaults) prints its stack
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

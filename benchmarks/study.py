@@ -234,7 +234,7 @@ def run_setting(
                 dataroot, run / "run", VERSION, supervision=supervision, max_iters=target,
                 resume=latest_checkpoint(run / "run") is not None, device=args.device,
                 seed=args.seed if seed is None else seed, num_workers=args.workers, val_every=args.val_every,
-                val_samples=args.val_samples, time_budget_s=min(caps, default=None),
+                val_samples=args.val_samples, time_budget_s=min(caps, default=None), compile=args.compile,
             )  # fmt: skip
             checkpoint = train(preset, opts)
         steps = int(checkpoint.name.removeprefix("step-"))
@@ -475,6 +475,10 @@ def main() -> None:
     parser.add_argument("--val-samples", type=int, default=32, help="frames of the periodic validation")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--workers", type=int, default=12, help="data loader (and 2D label) processes")
+    parser.add_argument(
+        "--compile", action=argparse.BooleanOptionalAction, default=None,
+        help="torch.compile the network's stages (default: the preset's; its minutes count in --budget-s)",
+    )  # fmt: skip
     parser.add_argument(
         "--seed", type=int, default=0, help="data seed, and the training seed of settings without -seedN"
     )

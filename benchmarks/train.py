@@ -77,7 +77,7 @@ def stage_split(
     autocast = functools.partial(torch.autocast, device.type, dtype=torch.bfloat16, enabled=amp)
     with torch.no_grad(), autocast():
         features = raw.frame_features(batch["imgs"])
-        volumes, _ = raw.view_transformer(features, batch)
+        volumes, *_ = raw.view_transformer(features, batch)
         density, semantics = (x.float() for x in raw.decode(volumes, batch["ego2keyego"]))
 
     def backward(outputs: tuple[torch.Tensor, ...], extra: torch.Tensor | None = None) -> None:
@@ -93,7 +93,7 @@ def stage_split(
 
     def view_transform() -> None:
         with autocast():
-            out, depth_logits = raw.view_transformer(features.detach().requires_grad_(), batch)
+            out, depth_logits, _ = raw.view_transformer(features.detach().requires_grad_(), batch)
             loss = preset.loss.lidar_depth * raw.depth_loss({"depth_logits": depth_logits}, batch)
         backward(tuple(v for v in out if v.requires_grad), loss)
 
