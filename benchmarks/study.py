@@ -119,7 +119,15 @@ SETTINGS: dict[str, tuple[str, dict]] = {
     # reference-2d without the transparent start: the density head starts at 6 (below the 8.5 read-out), so
     # rendering gradients reach the density from the first step (d sigma / d density ~ 1e-6 at the start)
     "reference-2d-warm": ("2d", REFERENCE_2D | {"model": {"density_init": 6.0}}),
+    # the image branch (backbone, neck, view transformer) trained with the LiDAR depth loss alone: a stand-in
+    # for the BEVDet detection checkpoint the published models start from, which uses no semantic or 3D label
+    "depth-start": ("depth", {}),
+    # reference-2d from depth-start's image branch (INIT_FROM)
+    "reference-2d-depthstart": ("2d", REFERENCE_2D),
+    "2d-depthstart": ("2d", {}),
 }
+# setting -> the setting whose run gives its image branch (--init)
+INIT_FROM = {"reference-2d-depthstart": "depth-start", "2d-depthstart": "depth-start"}
 
 
 def split_seed(name: str) -> tuple[str, int | None]:
@@ -210,6 +218,16 @@ def run_setting(
             f"{run} was trained with another preset than {name!r} has now (its definition changed); move it "
             "away to train the setting again, or use another --out"
         )
+    init = None
+    if setting in INIT_FROM:  # its run at this call's --iters and --schedule, else its default run
+        source = INIT_FROM[setting]
+        runs = [out / run_name(source, args) / "run", out / source / "run"]
+        init = next((r for r in runs if latest_checkpoint(r) is not None), None)
+        if init is None:
+            raise FileNotFoundError(
+                f"{name} starts from the image branch of {source}, which has no run under {out}; train it "
+                f"first (--settings {source}, at these --iters and --schedule or at the defaults)"
+            )
     results = []
     for target in milestones(args):
         cached = result_file(run, target, args)
@@ -235,6 +253,7 @@ def run_setting(
                 resume=latest_checkpoint(run / "run") is not None, device=args.device,
                 seed=args.seed if seed is None else seed, num_workers=args.workers, val_every=args.val_every,
                 val_samples=args.val_samples, time_budget_s=min(caps, default=None), compile=args.compile,
+                init=init,
             )  # fmt: skip
             checkpoint = train(preset, opts)
         steps = int(checkpoint.name.removeprefix("step-"))

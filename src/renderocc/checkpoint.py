@@ -155,6 +155,32 @@ def load_weights(checkpoint: str | Path, which: str = "ema") -> dict[str, torch.
         return {k[len(prefix) :]: f.get_tensor(k) for k in f.keys() if k.startswith(prefix)}
 
 
+IMAGE_BRANCH = ("backbone.", "neck.", "view_transformer.")  # what a depth-supervised start trains
+
+
+def load_image_branch(model: torch.nn.Module, checkpoint: str | Path) -> int:
+    """Copy the image branch (backbone, neck, view transformer) of a checkpoint's EMA weights into `model`,
+    leaving the 3D encoder and heads as they are; returns the number of tensors copied. The two networks'
+    image branches must match exactly (the same backbone, image size and depth bins)."""
+    source = resolve_checkpoint(checkpoint)
+    weights = {k: v for k, v in load_weights(source, "ema").items() if k.startswith(IMAGE_BRANCH)}
+    own = {k: v for k, v in model.state_dict().items() if k.startswith(IMAGE_BRANCH)}
+    missing = sorted(own.keys() - weights.keys())
+    unexpected = sorted(weights.keys() - own.keys())
+    reshaped = [f"{k} {tuple(weights[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
+                if k in weights and weights[k].shape != v.shape]  # fmt: skip
+    if missing or unexpected or reshaped:
+        found = {"missing": missing, "unexpected": unexpected, "reshaped": reshaped}
+        problems = [f"{name}: {', '.join(keys[:4])}{' ...' if len(keys) > 4 else ''}"
+                    for name, keys in found.items() if keys]  # fmt: skip
+        raise ValueError(
+            f"--init {source}: its image branch does not fit this preset's ({'; '.join(problems)}); start "
+            "from a run of the same backbone, image size and depth bins"
+        )
+    model.load_state_dict(weights, strict=False)
+    return len(weights)
+
+
 def load_train_state(checkpoint: str | Path, map_location: str | torch.device = "cpu") -> dict:
     return torch.load(
         resolve_checkpoint(checkpoint) / STATE_FILE, map_location=map_location, weights_only=True

@@ -1,6 +1,6 @@
 """`renderocc train`: the training loop, on the CPU, one GPU or many GPUs under torchrun (DDP).
 
-    renderocc train --preset demo --dataroot D --out RUN [--supervision 2d|3d|2d+3d] [--resume]
+    renderocc train --preset demo --dataroot D --out RUN [--supervision 2d|3d|2d+3d|depth] [--resume]
     torchrun --nproc-per-node 8 -m renderocc.cli train --preset swinb-512x1408 --dataroot D --out RUN
 
 One step: a batch whose content depends only on (seed, step) -> the network's density and semantic grids
@@ -28,10 +28,12 @@ from tqdm import tqdm
 from renderocc.checkpoint import (
     check_compatible,
     latest_checkpoint,
+    load_image_branch,
     load_train_state,
     load_weights,
     preset_from_dict,
     preset_to_json,
+    resolve_checkpoint,
     save_checkpoint,
 )
 from renderocc.cli import CLIError
@@ -48,7 +50,9 @@ from renderocc.train_utils.resume import plan_batch
 from renderocc.train_utils.rng import derived_seed, rng_state, seed_everything, set_rng_state
 from renderocc.train_utils.schedule import lr_factor
 
-SUPERVISION = ("2d", "3d", "2d+3d")
+# "depth": the LiDAR depth loss alone, which trains the image branch only (backbone, neck, view transformer):
+# a start for another run (--init) standing in for the detection checkpoint the published models start from
+SUPERVISION = ("2d", "3d", "2d+3d", "depth")
 LOG_EVERY = 10  # steps between logged records (each costs a device sync)
 METRICS_FILE = "metrics.jsonl"
 
@@ -79,6 +83,7 @@ class TrainOptions:
     val_samples: int | None = None  # cap on validation frames (all of the val split when None)
     time_budget_s: float | None = None  # stop early, validated and checkpointed, once training ran this long
     progress: bool = True
+    init: str | Path | None = None  # start the image branch from this run or checkpoint (load_image_branch)
     # CPU only: re-choose the intra-op threads as other processes load the cores (train_utils.cpu_threads).
     # Faster on a shared machine, but the thread count changes float summation order, so a seeded run is
     # no longer bit-for-bit repeatable: the demo opts in, everything else keeps a fixed count.
@@ -366,6 +371,10 @@ def train(preset: Preset, opts: TrainOptions) -> Path:
     total_iters = total_iterations(preset, opts, len(index.splits["train"]), plan.schedule_batch)
 
     model = build_model(preset).to(device)
+    if opts.init is not None and saved is None:  # a resumed run has the weights it trained since
+        count = load_image_branch(model, opts.init)
+        if dist.is_main:
+            print(f"image branch ({count} tensors) from {resolve_checkpoint(opts.init)}")
     ema = EMA(model, cfg.ema_decay)
     # fused: one kernel for all parameters (on the CPU too), several times faster than the per-tensor loop
     optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, fused=True)
@@ -389,7 +398,9 @@ def train(preset: Preset, opts: TrainOptions) -> Path:
     raw_model = model
     if dist.enabled:
         model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device] if device.type == "cuda" else None
+            model,
+            device_ids=[device] if device.type == "cuda" else None,
+            find_unused_parameters=opts.supervision == "depth",  # the 3D encoder and heads get no gradient
         )
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes: each convolution's fastest algorithm, once
@@ -574,7 +585,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--version", default=None, help="prepared nuScenes version (default: the only one)")
     parser.add_argument("--index", default=None, help="prepared index (default: DATAROOT/renderocc/VERSION)")
     parser.add_argument("--out", required=True, help="run directory: checkpoints, metrics.jsonl, tb/")
-    parser.add_argument("--supervision", default="2d", choices=SUPERVISION, help="2D rays, 3D voxels or both")
+    parser.add_argument(
+        "--supervision", default="2d", choices=SUPERVISION,
+        help="2D rays, 3D voxels or both; depth: the LiDAR depth loss alone (an image-branch start, --init)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--init", default=None, metavar="RUN",
+        help="start backbone, neck and view transformer from this run's (or checkpoint's) EMA weights, e.g. "
+        "a --supervision depth run; the 3D encoder and heads start fresh",
+    )  # fmt: skip
     parser.add_argument("--max-iters", type=int, default=None, help="stop after this many steps")
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     parser.add_argument(
@@ -644,10 +663,13 @@ def run(args: argparse.Namespace) -> int:
         num_workers=args.num_workers,
         val_every=args.val_every,
         progress=not args.no_progress,
+        init=args.init,
     )
     final = train(preset, opts)
     if os.environ.get("RANK", "0") == "0":
         print(f"checkpoint: {final}")
+        if args.supervision == "depth":
+            print(f"an image-branch start: renderocc train --init {args.out} ... (any supervision)")
         if args.supervision == "2d":  # a 2D-trained density has no fixed scale: the read-out is chosen after
             data = f"--dataroot {args.dataroot}" + "".join(
                 f" --{flag} {value}"

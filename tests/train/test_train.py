@@ -128,6 +128,39 @@ def test_nan_loss_stops_with_step_batch_and_checkpoint(prepared, tmp_path, monke
     assert latest_checkpoint(tmp_path).name == "step-00000002"
 
 
+def test_depth_start_trains_the_image_branch_and_starts_another_run(prepared, tmp_path, capsys):
+    from renderocc.checkpoint import IMAGE_BRANCH, load_image_branch
+    from renderocc.models import build_model
+    from renderocc.train_utils.rng import seed_everything
+
+    preset = tiny_preset(iters=2)
+    depth_run = train(preset, options(prepared, tmp_path / "depth", supervision="depth"))
+    seed_everything(0)  # as train() does before building its model
+    fresh = dict(build_model(preset).named_parameters())  # (the encoder's batch-norm statistics do move)
+    trained = load_weights(depth_run, "model")
+    changed = {k for k, v in fresh.items() if not torch.equal(v, trained[k])}
+    assert any(k.startswith("view_transformer.") for k in changed)  # the depth net learned
+    assert not any(k.startswith(("encoder.", "heads.")) for k in changed)  # nothing else did
+
+    torch.manual_seed(1)
+    model = build_model(preset)
+    encoder = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith(IMAGE_BRANCH)}
+    assert load_image_branch(model, tmp_path / "depth") > 0
+    ema = load_weights(depth_run, "ema")
+    for key, value in model.state_dict().items():
+        expected = ema[key] if key.startswith(IMAGE_BRANCH) else encoder[key]
+        assert torch.equal(value, expected), key
+
+    train(preset, options(prepared, tmp_path / "2d", max_iters=1, init=str(tmp_path / "depth")))
+    assert (
+        f"image branch ({len([k for k in ema if k.startswith(IMAGE_BRANCH)])} tensors)"
+        in capsys.readouterr().out
+    )
+    other = preset.replace(model={"neck_channels": 24})
+    with pytest.raises(ValueError, match="--init .*image branch does not fit.*reshaped"):
+        train(other, options(prepared, tmp_path / "other", init=str(tmp_path / "depth")))
+
+
 def test_time_budget_stops_with_a_checkpoint(prepared, tmp_path):
     final = train(tiny_preset(iters=4), options(prepared, tmp_path, time_budget_s=0.0))
     assert final.name == "step-00000001"  # the first step always runs, then the budget is spent
