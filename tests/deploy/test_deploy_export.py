@@ -206,3 +206,13 @@ def test_torch_package_runs_without_this_package(demo_checkpoint, rig_file, depl
     assert (labels == reference["labels"]).double().mean() >= MIN_AGREEMENT
     assert (density - reference["density"]).abs().max() <= LOGIT_TOLERANCE * reference["density"].abs().max()
     check_against_eager(ExportedModel(out, "cpu"), demo_checkpoint, rig_file, frames(deploy_prepared, "val"))
+
+
+def test_a_runtime_crash_in_the_verifying_child_is_an_error():
+    import faulthandler
+
+    from renderocc.deploy.verify import call_in_child
+
+    assert torch.equal(call_in_child(torch.arange, 3), torch.arange(3))  # the child's result comes back
+    with pytest.raises(RuntimeError, match="signal SIGSEGV"):
+        call_in_child(faulthandler._sigsegv)  # what the AOTInductor runtime did on torch 2.11

@@ -42,7 +42,7 @@ from renderocc import __version__
 from renderocc.deploy.fixed_rig import FixedRigNet
 from renderocc.deploy.rig import Rig, read_rig, write_rig
 from renderocc.deploy.runtime import EXPORT_FILE, RIG_FILE, ExportedModel
-from renderocc.deploy.verify import compare, eager_outputs, example_inputs
+from renderocc.deploy.verify import call_in_child, compare, eager_outputs, example_inputs, run_exported
 
 MODEL_FILES = {"onnx": "model.onnx", "torch": "model.pt2"}
 PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -101,6 +101,24 @@ def strict_float32(enabled: bool = True):
         yield
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def exported_outputs(
+    path: Path, fmt: str, device: torch.device, inputs: tuple[torch.Tensor, ...]
+) -> dict[str, torch.Tensor]:
+    """The freshly written export's outputs on `inputs`. An AOTInductor package runs in a child process: its
+    runtime can segfault (pytorch/pytorch#166415 is one such bug), and the export must then fail cleanly,
+    with a message, rather than end the user's process with its temporary folder left behind."""
+    if fmt != "torch":
+        return ExportedModel(path, device)(*inputs)
+    cpu_inputs = tuple(x.cpu() for x in inputs)
+    try:
+        return call_in_child(run_exported, str(path), str(device), cpu_inputs)
+    except RuntimeError as err:
+        raise RuntimeError(
+            f"the AOTInductor package crashed the process that ran it ({err}); this is a PyTorch runtime bug "
+            f"(torch {torch.__version__}): export with --format onnx, or with another torch version"
+        ) from err
 
 
 def torch_version() -> tuple[int, int]:
@@ -207,7 +225,7 @@ def export(
         if verify:
             with strict_float32(amp_dtype is None):
                 reference = eager_outputs(model, tensors, threshold, *inputs, amp_dtype=amp_dtype)
-                result = compare(reference, ExportedModel(tmp, device)(*inputs))
+                result = compare(reference, exported_outputs(tmp, fmt, device, inputs))
             meta["verification"] = {
                 "inputs": "random images; previous frame 1 m behind, 2 degrees of yaw",
                 "reference": f"eager PyTorch on {device.type}, {precision}",

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import signal
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -87,3 +93,34 @@ def vary_like_trained(model: nn.Module, batches, head_gain: float = 10.0) -> nn.
     for layer in (model.heads.density[2], model.heads.semantics[2]):
         layer.weight.mul_(head_gain)
     return model
+
+
+def _call_and_save(fn: Callable, args: tuple, out: str) -> None:
+    torch.save(fn(*args), out)
+
+
+def call_in_child(fn: Callable, *args):
+    """fn(*args) in a fresh (spawned) process; its result, saved with torch.save, comes back here.
+
+    For runtimes that can crash the process running them: the AOTInductor runtime segfaults on some packages
+    (e.g. pytorch/pytorch#166415). A crash there becomes a RuntimeError naming the signal, and the caller
+    can clean up. fn must be importable (a module-level function); args and the result picklable.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        out = str(Path(tmp) / "result.pt")
+        child = multiprocessing.get_context("spawn").Process(target=_call_and_save, args=(fn, args, out))
+        child.start()
+        child.join()
+        if child.exitcode != 0:
+            code = child.exitcode
+            how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
+            raise RuntimeError(f"{getattr(fn, '__qualname__', fn)} ended its process with {how}")
+        return torch.load(out, weights_only=False)
+
+
+def run_exported(path: str, device: str, inputs: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
+    """ExportedModel(path, device)(*inputs), moved to the CPU (for call_in_child)."""
+    from renderocc.deploy.runtime import ExportedModel
+
+    outputs = ExportedModel(path, device)(*(x.to(device) for x in inputs))
+    return {k: v.cpu() for k, v in outputs.items()}
