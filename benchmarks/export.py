@@ -21,7 +21,8 @@ Per form:
 Forms: `eager` (OccupancyNet as `renderocc infer` runs it: bf16 autocast on CUDA), `fixed` (the fixed-rig
 network in eager mode), `compiled` (torch.compile of the fixed-rig network, --compile-mode), `onnx`
 (onnxruntime, its CUDA provider when installed, else the CPU with a note) and `torch` (the AOTInductor
-package, bf16 autocast on CUDA). One form that fails is reported in the table and the others still run.
+package, bf16 autocast on CUDA, measured in a child process since its runtime has crashed its process). One
+form that fails is reported in the table and the others still run.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from renderocc.deploy.export import export, rig_tensors
 from renderocc.deploy.fixed_rig import FixedRigNet
 from renderocc.deploy.rig import read_rig, rig_from_index, write_rig
 from renderocc.deploy.runtime import ExportedModel
-from renderocc.deploy.verify import compare, eager_outputs, vary_like_trained
+from renderocc.deploy.verify import call_in_child, compare, eager_outputs, vary_like_trained
 from renderocc.models import build_model
 from renderocc.train_utils.data import eval_loader, open_index
 
@@ -230,6 +231,23 @@ def measure(form: str, args, index, checkpoint: Path, rig_file: Path, val: list[
     return row
 
 
+def measure_isolated(form: str, args, index, checkpoint: Path, rig_file: Path, val: list[dict]) -> dict:
+    """`measure` in this (child) process, with the main process's float32 setting: for call_in_child, so a
+    runtime that crashes its process (the AOTInductor package on torch 2.11) costs only its own row."""
+    faulthandler.enable()
+    strict_float32(args)
+
+    def log(message: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+    return measure(form, args, index, checkpoint, rig_file, val, log)
+
+
+def strict_float32(args) -> None:
+    if args.precision == "float32":  # verify in true float32: TF32 convolutions round like bf16 (10 bits)
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+
+
 def loader_fps(index, preset, args) -> float:
     loader = eval_loader(
         index, preset.data, "val", 1, args.num_workers, max_samples=args.frames, with_gts=False
@@ -287,8 +305,7 @@ def main() -> None:
     parser.add_argument("--num-workers", type=int, default=8)
     args = parser.parse_args()
     args.device = torch.device(args.device)
-    if args.precision == "float32":  # verify in true float32: TF32 convolutions round like bf16 (10 bits)
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    strict_float32(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -307,7 +324,10 @@ def main() -> None:
     for form in args.forms:
         log(f"{form}: export, verify, time")
         try:
-            row = measure(form, args, index, checkpoint, rig_file, val, log)
+            if form == "torch":  # in a child process: see measure_isolated
+                row = call_in_child(measure_isolated, form, args, index, checkpoint, rig_file, val)
+            else:
+                row = measure(form, args, index, checkpoint, rig_file, val, log)
         except Exception as err:  # one form failing must not cost the others' numbers
             traceback.print_exc()
             row = {
