@@ -63,9 +63,12 @@ def prepare_data(args: argparse.Namespace):
     root = Path(args.out) / "data"
     if not (root / "renderocc").is_dir():
         from renderocc.data import prepare
-        from renderocc.synth import generate
+        from renderocc.synth import default_workers, generate
 
-        generate(root, scenes=3, frames=16, image_size=(450, 800), val_scenes=2, device=str(args.device))
+        generate(
+            root, scenes=3, frames=16, image_size=(450, 800), val_scenes=2, device=str(args.device),
+            workers=default_workers(),
+        )  # fmt: skip
         prepare(root, VERSION, workers=8)
     return open_index(root, VERSION)
 

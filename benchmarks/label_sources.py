@@ -41,7 +41,7 @@ def make_data(out: Path, args: argparse.Namespace) -> dict[str, Path]:
     each source's dataroot (the nuScenes set for lidar, a converted folder-format set for the others)."""
     from renderocc.data import prepare
     from renderocc.data.convert import convert
-    from renderocc.synth import generate
+    from renderocc.synth import default_workers, generate
     from renderocc.synth.labels2d import load_pseudo_config
 
     nuscenes = out / "data"
@@ -50,6 +50,7 @@ def make_data(out: Path, args: argparse.Namespace) -> dict[str, Path]:
         generate(
             nuscenes, args.train_scenes + args.val_scenes, args.frames, tuple(args.image_size), args.seed,
             val_scenes=args.val_scenes, device=args.device, pseudo=load_pseudo_config(args.pseudo_config),
+            workers=default_workers(),
         )  # fmt: skip
     if not (nuscenes / "renderocc" / VERSION / "index.json").is_file():
         prepare(nuscenes, VERSION, workers=args.workers)

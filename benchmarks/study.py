@@ -161,13 +161,13 @@ def setting_preset(base: Preset, name: str) -> tuple[Preset, str]:
 def make_data(out: Path, args: argparse.Namespace) -> Path:
     """Generate (if absent) and prepare the synthetic set; the last --val-scenes scenes are held out."""
     from renderocc.data import prepare
-    from renderocc.synth import generate
+    from renderocc.synth import default_workers, generate
 
     dataroot = out / "data"
     if not (dataroot / VERSION).is_dir():
         generate(
             dataroot, args.train_scenes + args.val_scenes, args.frames, tuple(args.image_size), args.seed,
-            val_scenes=args.val_scenes, device=args.device,
+            val_scenes=args.val_scenes, device=args.device, workers=default_workers(),
         )  # fmt: skip
     if not (dataroot / "renderocc" / VERSION / "index.json").is_file():
         prepare(dataroot, VERSION, workers=args.workers)

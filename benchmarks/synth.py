@@ -1,7 +1,7 @@
 """Synthetic dataset generation speed: per-stage times of one keyframe and end-to-end keyframes/s.
 
 .venv/bin/python benchmarks/synth.py --device cpu --image-size 225 400 --scenes 2 --frames 6
-python benchmarks/synth.py --device cuda --image-size 450 800 --scenes 4 --frames 25
+python benchmarks/synth.py --device cuda --image-size 450 800 --scenes 8 --frames 25 --workers 1 8
 """
 
 from __future__ import annotations
@@ -73,6 +73,9 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=6)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads for the stage timings")
+    parser.add_argument(
+        "--workers", type=int, nargs="+", default=[1], help="scenes at once (generate's workers), each timed"
+    )
     args = parser.parse_args()
     device = torch.device(args.device)
     torch.set_num_threads(args.threads)
@@ -84,17 +87,20 @@ def main() -> None:
         total += t
         print(f"{name:<24}{t * 1e3:>12.1f}")
     print(f"{'sum':<24}{total * 1e3:>12.1f}")
-    walls = []
-    for _ in range(args.repeats):
-        with tempfile.TemporaryDirectory() as tmp:
-            start = time.perf_counter()
-            generate(Path(tmp) / "d", args.scenes, args.frames, size, device=args.device, progress=False)
-            walls.append(time.perf_counter() - start)
     keyframes = args.scenes * args.frames
-    wall = statistics.median(walls)
-    rate = keyframes / wall
-    print(f"end to end: {keyframes} keyframes ({args.scenes} x {args.frames}) median {wall:.1f} s")
-    print(f"= {rate:.2f} keyframes/s; 1000 keyframes ~ {1000 / rate / 60:.1f} min")
+    print(f"end to end: {keyframes} keyframes ({args.scenes} x {args.frames}), median of {args.repeats}")
+    print(f"{'workers':>8}{'wall s':>9}{'keyframes/s':>13}{'1000 keyframes':>16}")
+    for workers in args.workers:
+        walls = []
+        for _ in range(args.repeats):
+            with tempfile.TemporaryDirectory() as tmp:
+                start = time.perf_counter()
+                generate(Path(tmp) / "d", args.scenes, args.frames, size, device=args.device, progress=False,
+                         workers=workers)  # fmt: skip
+                walls.append(time.perf_counter() - start)
+        wall = statistics.median(walls)
+        rate = keyframes / wall
+        print(f"{workers:>8}{wall:>9.1f}{rate:>13.2f}{1000 / rate / 60:>12.1f} min")
 
 
 if __name__ == "__main__":

@@ -108,7 +108,7 @@ def run_demo(
     from renderocc.eval.cli import report
     from renderocc.eval.evaluate import evaluate_model, label_grid, load_occ3d, write_json_atomic
     from renderocc.infer import Predictor, write_prediction
-    from renderocc.synth import generate
+    from renderocc.synth import default_workers, generate
     from renderocc.train import TrainOptions, train
     from renderocc.train_utils.data import eval_loader, open_index, prepared_versions
     from renderocc.vis.panel import render_dataset_frames
@@ -136,7 +136,7 @@ def run_demo(
         print(f"[demo] generating {scenes} synthetic scenes x {frames} keyframes into {dataroot}")
         generate(
             dataroot, scenes, frames, tuple(source_size), seed, val_scenes=max(1, scenes // 4),
-            version=VERSION, device=str(dev), overwrite=True,
+            version=VERSION, device=str(dev), overwrite=True, workers=default_workers(),
         )  # fmt: skip
     stage("data")
     if VERSION not in prepared_versions(dataroot):

@@ -32,6 +32,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--version", default="v1.0-synthetic", help="nuScenes version folder name (default v1.0-synthetic)"
     )
     parser.add_argument("--device", default="cpu", help="torch device for simulation: cpu or cuda")
+    parser.add_argument(
+        "--workers", type=int, default=None,
+        help="scenes simulated at once, one process each (default: one per core, at most 8); the same files",
+    )  # fmt: skip
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out after success")
     parser.add_argument(
         "--pseudo-labels",
@@ -45,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from renderocc.synth.dataset import generate
+    from renderocc.synth.dataset import default_workers, generate
     from renderocc.synth.labels2d import load_pseudo_config
 
     start = time.perf_counter()
@@ -60,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         overwrite=args.overwrite,
         pseudo=None if args.pseudo_labels is None else load_pseudo_config(args.pseudo_labels or None),
+        workers=args.workers or default_workers(),
     )
     keyframes = args.scenes * args.frames
     elapsed = time.perf_counter() - start

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import shutil
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,12 @@ from renderocc.synth.tables import (
 from renderocc.synth.world import World
 
 BASE_TIMESTAMP_US = 1_600_000_000_000_000
+
+
+def default_workers() -> int:
+    """Scenes simulated at once by default: one per core, at most 8 (each process holds a world and, on a GPU,
+    a CUDA context). On 2 cores, 2 workers wrote 24 keyframes at 450x800 in 32.5 s against 44.9 s."""
+    return max(1, min(8, os.cpu_count() or 1))
 
 
 def _save_jpeg(path: Path, rgb: np.ndarray) -> None:
@@ -80,6 +87,7 @@ def generate(
     overwrite: bool = False,
     progress: bool = True,
     pseudo: PseudoLabelConfig | None = None,
+    workers: int = 1,
 ) -> Path:
     """Write `scenes` scenes of `frames` keyframes (0.5 s apart) to `out` and return it.
 
@@ -88,11 +96,14 @@ def generate(
     max(1, scenes // 4), none for a single scene), out/labels2d/dense/ (perfect depth and class images per
     camera image) and, with `pseudo`, out/labels2d/pseudo/ (degraded ones, synth.labels2d). Written to a
     temporary sibling and renamed at the end, so an interrupted run leaves nothing that looks complete; an
-    existing non-empty `out` needs `overwrite`.
+    existing non-empty `out` needs `overwrite`. workers > 1 simulates that many scenes at once, each in its
+    own process; the dataset is the same file for file.
     """
     out = Path(out)
     image_size = (int(image_size[0]), int(image_size[1]))
     val = _check_args(out, scenes, frames, image_size, val_scenes)
+    if workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {workers}")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"--out {out} exists and is not empty; pass --overwrite to replace it")
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -106,8 +117,9 @@ def generate(
     torch.set_num_threads(1)
     try:
         stats = _write_dataset(
-            tmp, scenes, frames, image_size, seed, val, version, torch.device(device), progress, pseudo
-        )
+            tmp, scenes, frames, image_size, seed, val, version, torch.device(device), progress, pseudo,
+            workers,
+        )  # fmt: skip
         replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -130,9 +142,9 @@ def _write_dataset(
     device: torch.device,
     progress: bool,
     pseudo: PseudoLabelConfig | None,
+    workers: int = 1,
 ) -> SceneStats:
-    cameras = nuscenes_rig(image_size)
-    channels = [c.name for c in cameras] + [LIDAR_NAME]
+    channels = [c.name for c in nuscenes_rig(image_size)] + [LIDAR_NAME]
     for ch in channels:
         (root / "samples" / ch).mkdir(parents=True)
     (root / "lidarseg" / version).mkdir(parents=True)
@@ -158,43 +170,71 @@ def _write_dataset(
             "filename": f"maps/{map_token}.png",
         },
     )
-    mats = materials.material_tables(device)
-    grid = VoxelGrid()
     stats = SceneStats()
     names = [f"scene-{i:04d}" for i in range(scenes)]
+    jobs = [
+        (root, version, seed, i, name, frames, image_size, str(device), pseudo)
+        for i, name in enumerate(names)
+    ]
     bar = tqdm(total=scenes * frames, desc="synth", unit="keyframe", disable=not progress)
-    # file encoding (JPEG, zlib) releases the GIL: writer threads overlap it with the simulation
-    with ThreadPoolExecutor(max_workers=max(2, min(8, (os.cpu_count() or 2) // 2))) as pool:
-        pending: list[Future] = []
-        for index, name in enumerate(names):
-            world = build_world(seed, index, frames).to(device)
-            _write_scene(
-                root,
-                version,
-                tables,
-                world,
-                name,
-                index,
-                frames,
-                cameras,
-                mats,
-                grid,
-                stats,
-                pool,
-                pending,
-                seed,
-                bar,
-                pseudo,
-            )
-            for f in pending:
-                f.result()
-            pending.clear()
+    if workers == 1:
+        results = (_write_scene_files(*job, bar=bar) for job in jobs)
+    else:  # spawned: CUDA cannot be used in a forked child
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(min(workers, scenes), mp_context=context) as pool:
+            futures = [pool.submit(_write_scene_files, *job) for job in jobs]
+            try:
+                for future in as_completed(futures):
+                    future.result()  # the first failure ends the run
+                    bar.update(frames)
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
+        results = (future.result() for future in futures)
+    # the tables take each scene's rows in scene order, as one process would have written them
+    for rows, scene_stats in results:
+        for table, new in rows.items():
+            tables.rows[table] += new
+        stats.merge(scene_stats)
     bar.close()
     tables.rows["map"][0]["log_tokens"] = [row["token"] for row in tables.rows["log"]]
     tables.write(root, version)
     splits = {"train": names[: scenes - val], "val": names[scenes - val :]}
     (root / "splits.json").write_text(json.dumps(splits, indent=1))
     return stats
+
+
+def _write_scene_files(
+    root: Path,
+    version: str,
+    seed: int,
+    index: int,
+    name: str,
+    frames: int,
+    image_size: tuple[int, int],
+    device: str,
+    pseudo: PseudoLabelConfig | None,
+    bar: tqdm | None = None,
+) -> tuple[dict[str, list[dict]], SceneStats]:
+    """Simulate scene `index` and write its files under `root`; returns its table rows (by table) and its
+    statistics. Runs in the calling process or in a worker process of `_write_dataset`."""
+    torch.set_num_threads(1)  # see generate
+    device = torch.device(device)
+    tables = Tables(seed)
+    before = {table: len(rows) for table, rows in tables.rows.items()}  # the fixed tables every Tables has
+    stats = SceneStats()
+    world = build_world(seed, index, frames).to(device)
+    # file encoding (JPEG, zlib) releases the GIL: writer threads overlap it with the simulation
+    with ThreadPoolExecutor(max_workers=max(2, min(8, (os.cpu_count() or 2) // 2))) as pool:
+        pending: list[Future] = []
+        _write_scene(
+            root, version, tables, world, name, index, frames, nuscenes_rig(image_size),
+            materials.material_tables(device), VoxelGrid(), stats, pool, pending, seed, bar, pseudo,
+        )  # fmt: skip
+        for f in pending:
+            f.result()
+    return {table: rows[before[table] :] for table, rows in tables.rows.items()}, stats
 
 
 def _ground_truth(
@@ -241,7 +281,7 @@ def _write_scene(
     pool: ThreadPoolExecutor,
     pending: list[Future],
     seed: int,
-    bar: tqdm,
+    bar: tqdm | None,
     pseudo: PseudoLabelConfig | None,
 ) -> None:
     """Simulate one scene keyframe by keyframe: images, sweep, labels, and all its table rows."""
@@ -348,7 +388,8 @@ def _write_scene(
         pending.append(pool.submit(np.savez_compressed, gt_dir / "labels.npz", **gts))
         stats.update(gts["semantics"], gts["mask_camera"], lidarseg)
         add_annotations(tables, seed, world, sample_token, t_lidar, sweep["instance"].cpu().numpy(), tracks)
-        bar.update(1)
+        if bar is not None:
+            bar.update(1)
     tables.link("sample", samples)
     for rows in by_channel.values():
         tables.link("sample_data", rows)

@@ -26,6 +26,14 @@ class SceneStats:
         self.keyframes += 1
         self.lidar_points += len(lidarseg)
 
+    def merge(self, other: SceneStats) -> None:
+        """Add another run's counts (a scene simulated in another process)."""
+        self.voxels += other.voxels
+        self.voxels_camera += other.voxels_camera
+        self.points += other.points
+        self.keyframes += other.keyframes
+        self.lidar_points += other.lidar_points
+
     def table(self) -> str:
         lines = [
             f"{'class':<22}{'voxels':>12}{'in cam mask':>14}{'lidar pts':>12}",
