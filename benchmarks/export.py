@@ -39,7 +39,7 @@ import torch
 
 from renderocc.checkpoint import checkpoint_preset, load_model, save_checkpoint
 from renderocc.config import get_preset
-from renderocc.deploy.export import export, rig_tensors
+from renderocc.deploy.export import export, rig_tensors, strict_float32
 from renderocc.deploy.fixed_rig import FixedRigNet
 from renderocc.deploy.rig import read_rig, rig_from_index, write_rig
 from renderocc.deploy.runtime import ExportedModel
@@ -238,17 +238,12 @@ def measure_isolated(form: str, args, index, checkpoint: Path, rig_file: Path, v
     """`measure` in this (child) process, with the main process's float32 setting: for call_in_child, so a
     runtime that crashes its process (the AOTInductor package on torch 2.11) costs only its own row."""
     faulthandler.enable()
-    strict_float32(args)
 
     def log(message: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
-    return measure(form, args, index, checkpoint, rig_file, val, log)
-
-
-def strict_float32(args) -> None:
-    if args.precision == "float32":  # verify in true float32: TF32 convolutions round like bf16 (10 bits)
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    with strict_float32(args.precision == "float32"):
+        return measure(form, args, index, checkpoint, rig_file, val, log)
 
 
 def loader_fps(index, preset, args) -> float:
@@ -308,7 +303,8 @@ def main() -> None:
     parser.add_argument("--num-workers", type=int, default=8)
     args = parser.parse_args()
     args.device = torch.device(args.device)
-    strict_float32(args)
+    if args.precision == "float32":  # verify in true float32: TF32 convolutions round like bf16 (10 bits)
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 

@@ -164,19 +164,10 @@ def load_image_branch(model: torch.nn.Module, checkpoint: str | Path) -> int:
     image branches must match exactly (the same backbone, image size and depth bins)."""
     source = resolve_checkpoint(checkpoint)
     weights = {k: v for k, v in load_weights(source, "ema").items() if k.startswith(IMAGE_BRANCH)}
-    own = {k: v for k, v in model.state_dict().items() if k.startswith(IMAGE_BRANCH)}
-    missing = sorted(own.keys() - weights.keys())
-    unexpected = sorted(weights.keys() - own.keys())
-    reshaped = [f"{k} {tuple(weights[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
-                if k in weights and weights[k].shape != v.shape]  # fmt: skip
-    if missing or unexpected or reshaped:
-        found = {"missing": missing, "unexpected": unexpected, "reshaped": reshaped}
-        problems = [f"{name}: {', '.join(keys[:4])}{' ...' if len(keys) > 4 else ''}"
-                    for name, keys in found.items() if keys]  # fmt: skip
-        raise ValueError(
-            f"--init {source}: its image branch does not fit this preset's ({'; '.join(problems)}); start "
-            "from a run of the same backbone, image size and depth bins"
-        )
+    check_compatible(
+        model, weights, f"--init {source}: its image branch", IMAGE_BRANCH,
+        "start from a run of the same backbone, image size and depth bins",
+    )  # fmt: skip
     model.load_state_dict(weights, strict=False)
     return len(weights)
 
@@ -187,9 +178,16 @@ def load_train_state(checkpoint: str | Path, map_location: str | torch.device = 
     )
 
 
-def check_compatible(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """Refuse weights that do not fit the model, naming the missing, unexpected and reshaped keys."""
-    expected = model.state_dict()
+def check_compatible(
+    model: torch.nn.Module,
+    state: dict[str, torch.Tensor],
+    source: str,
+    prefixes: tuple[str, ...] = ("",),
+    fix: str = "use the preset the checkpoint was trained with",
+) -> None:
+    """Refuse weights that do not fit the model (its tensors whose names start with one of `prefixes`),
+    naming the missing, unexpected and reshaped keys, and `fix`."""
+    expected = {k: v for k, v in model.state_dict().items() if k.startswith(prefixes)}
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     reshaped = [
@@ -206,10 +204,7 @@ def check_compatible(model: torch.nn.Module, state: dict[str, torch.Tensor], sou
     parts = [f"{len(missing)} missing ({few(missing)})"] if missing else []
     parts += [f"{len(unexpected)} unexpected ({few(unexpected)})"] if unexpected else []
     parts += [f"{len(reshaped)} with another shape ({few(reshaped)})"] if reshaped else []
-    raise ValueError(
-        f"{source} does not fit this model: {'; '.join(parts)}; "
-        "use the preset the checkpoint was trained with"
-    )
+    raise ValueError(f"{source} does not fit this model: {'; '.join(parts)}; {fix}")
 
 
 def load_model(

@@ -157,7 +157,7 @@ def test_depth_start_trains_the_image_branch_and_starts_another_run(prepared, tm
         in capsys.readouterr().out
     )
     other = preset.replace(model={"neck_channels": 24})
-    with pytest.raises(ValueError, match="--init .*image branch does not fit.*reshaped"):
+    with pytest.raises(ValueError, match="--init .*image branch does not fit.*another shape"):
         train(other, options(prepared, tmp_path / "other", init=str(tmp_path / "depth")))
 
 
