@@ -2,9 +2,8 @@
 under both rendering conventions.
 
 Prints one line per case and exits non-zero on a mismatch. Arguments: the conventions to check (default both),
-"merge" for the backward's two scatter variants against each other and a float64 reference, and
-"--merge=on" or "--merge=off" to run the convention checks with merged or per-sample atomic adds
-(default: the module's setting).
+"edges" for the hard scenes of `edge_cases` against a float64 reference, and "--chunk=N" to walk the metric
+convention's rays N samples per step (default: fused.CHUNK).
 """
 
 from __future__ import annotations
@@ -104,98 +103,44 @@ def _render(impl, density, semantics, rays_o, rays_d, grid, step, upstream, **kw
     return outputs, (d, s), loss, out.samples
 
 
-class _AtomicCounter:
-    """Counts the lanes of the atomic adds the interpreter executes (None where this Triton's interpreter
-    has no hook for them)."""
-
-    def __enter__(self):
-        self.lanes = None
-        try:
-            from triton.runtime.interpreter import InterpreterBuilder
-        except ImportError:
-            return self
-        self.owner, self.original = InterpreterBuilder, getattr(InterpreterBuilder, "create_atomic_rmw", None)
-        if self.original is None:
-            return self
-        self.lanes = 0
-
-        def counted(builder, op, ptr, val, mask, *args, **kwargs):
-            self.lanes += int(mask.data.sum())
-            return self.original(builder, op, ptr, val, mask, *args, **kwargs)
-
-        InterpreterBuilder.create_atomic_rmw = counted
-        return self
-
-    def __exit__(self, *exc):
-        if self.lanes is not None:
-            self.owner.create_atomic_rmw = self.original
-
-
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-12)).item()
 
 
-def merge_case(
-    label: str, fewer: bool, density, semantics, rays_o, rays_d, grid, step, upstream, **kwargs
-) -> bool:
-    """The backward with run-length merged atomic adds and with per-sample ones on the same inputs: outputs
-    and grid gradients against a float64 PyTorch reference (rel. err < 1e-4, kept samples equal), the two
-    gradients against each other (< 1e-5), and no more atomic lanes merged (`fewer`: fewer). One line."""
+def edge_case(label: str, density, semantics, rays_o, rays_d, grid, step, upstream, **kwargs) -> bool:
+    """The fused renderer against a float64 PyTorch reference on one scene: outputs and grid gradients
+    (rel. err < 1e-4) and the kept samples (equal). One line."""
     outputs, leaves, loss, ref_samples = _render(
         "torch", density.double(), semantics.double(), rays_o.double(), rays_d.double(), grid, step,
         upstream, **kwargs,
     )  # fmt: skip
     ref = (*outputs, *torch.autograd.grad(loss, leaves))
-    # one forward, then the backward (which reads fused.MERGE_ATOMICS when it runs) with either scatter
     outputs, leaves, loss, samples = _render("triton", density, semantics, rays_o, rays_d, grid, step,
                                              upstream, **kwargs)  # fmt: skip
-    grads, lanes = {}, {}
-    saved = fused.MERGE_ATOMICS
-    try:
-        for merge in (True, False):
-            fused.MERGE_ATOMICS = merge
-            with _AtomicCounter() as counter:
-                grads[merge] = torch.autograd.grad(loss, leaves, retain_graph=True)
-            lanes[merge] = counter.lanes
-    finally:
-        fused.MERGE_ATOMICS = saved
     names = ("depth", "semantics", "opacity", "distortion", "grad_density", "grad_semantics")
-    errors = {n: _rel(a, b) for n, a, b in zip(names, (*outputs, *grads[True]), ref)}
-    errors.update({f"{n} per-sample": _rel(a, b) for n, a, b in zip(names[-2:], grads[False], ref[-2:])})
+    errors = {n: _rel(a, b) for n, a, b in zip(names, (*outputs, *torch.autograd.grad(loss, leaves)), ref)}
     worst_name = max(errors, key=errors.get)
-    worst = errors[worst_name]
     same_samples = torch.equal(samples, ref_samples)
-    between = max(_rel(a, b) for a, b in zip(grads[True], grads[False]))
-    counted = lanes[True] is not None
-    ok = (
-        same_samples
-        and worst < 1e-4
-        and between < 1e-5
-        and (not counted or lanes[True] < lanes[False] or (not fewer and lanes[True] == lanes[False]))
-    )
-    atomics = (
-        f"atomic lanes {lanes[True]} merged / {lanes[False]} per sample" if counted else "atomics not counted"
-    )
-    verdict = "ok" if ok else "FAIL"
+    ok = same_samples and errors[worst_name] < 1e-4
     print(
-        f"merge {label}: rel err vs float64 {worst:.2e} ({worst_name}), merged vs per-sample {between:.2e}, "
-        f"samples {'equal' if same_samples else 'DIFFER'}, {atomics} {verdict}"
+        f"edge {label}: rel err vs float64 {errors[worst_name]:.2e} ({worst_name}), "
+        f"samples {'equal' if same_samples else 'DIFFER'} {'ok' if ok else 'FAIL'}"
     )
     return ok
 
 
-def merge_cases() -> bool:
-    """Scenes for the merged atomics. Metric: 0.1 m steps through 0.5 m voxels (long runs), a half-empty
-    checkerboard whose interpolated alpha crosses the skip threshold inside cells (dropped samples within
-    and between runs), rays along cell edges and through cell corners, rays grazing the clamped margin and
-    leaving the box, a miss, and an opaque batch element whose rays stop early; then a large skip threshold
-    (samples that attenuate but carry no weight) with steps longer than a voxel (cells jump). Reference:
-    the Occ3D box at 3.2 m voxels (two layers: corners outside the grid above and below), rays that stop,
-    reach the background shell (pulled-in samples crowd into few cells), a padding ray and a masked one."""
+def edge_cases() -> bool:
+    """Scenes where steps of S samples, cells and stops meet. Metric: 0.1 m steps through 0.5 m voxels, a
+    half-empty checkerboard whose interpolated alpha crosses the skip threshold inside cells, rays along cell
+    edges and through cell corners, rays grazing the clamped margin and leaving the box, a miss, and an
+    opaque batch element whose rays stop early; then a large skip threshold (samples that attenuate but
+    carry no weight) with steps longer than a voxel (cells jump). Reference: the Occ3D box at 3.2 m voxels
+    (two layers: corners outside the grid above and below), rays that stop, reach the background shell
+    (pulled-in samples crowd into few cells), a padding ray and a masked one."""
     ok = True
-    # seed, classes, skip threshold, step, checkerboard scale, opaque element's density range, merges
-    cases = ((21, 3, 1e-5, 0.1, 12.0, (20.0, 30.0), True), (22, 5, 1e-3, 0.7, 30.0, (12.0, 16.0), False))
-    for seed, classes, skip, step, scale, (lo, hi), fewer in cases:
+    # seed, classes, skip threshold, step, checkerboard scale, opaque element's density range
+    cases = ((21, 3, 1e-5, 0.1, 12.0, (20.0, 30.0)), (22, 5, 1e-3, 0.7, 30.0, (12.0, 16.0)))
+    for seed, classes, skip, step, scale, (lo, hi) in cases:
         g = torch.Generator().manual_seed(seed)
         ix, iy, iz = torch.meshgrid(*(torch.arange(n) for n in GRID.shape), indexing="ij")
         checker = ((ix + iy + iz) % 2).float()
@@ -221,9 +166,7 @@ def merge_cases() -> bool:
         upstream = [torch.randn(2, 9, generator=g), torch.randn(2, 9, classes, generator=g)]
         upstream += [torch.randn(2, 9, generator=g), torch.randn(2, 9, generator=g)]
         label = f"metric seed={seed} skip={skip} step={step}"
-        ok &= merge_case(
-            label, fewer, density, semantics, rays_o, rays_d, GRID, step, upstream, skip_threshold=skip
-        )
+        ok &= edge_case(label, density, semantics, rays_o, rays_d, GRID, step, upstream, skip_threshold=skip)
     grid = VoxelGrid(voxel_size=3.2)
     g = torch.Generator().manual_seed(30)
     density = 24.0 * torch.rand(2, *grid.shape, generator=g)
@@ -239,19 +182,19 @@ def merge_cases() -> bool:
     mask[1, 2] = False
     upstream = [torch.randn(2, 4, generator=g), torch.randn(2, 4, 5, generator=g)]
     upstream += [torch.randn(2, 4, generator=g), torch.randn(2, 4, generator=g)]
-    ok &= merge_case("reference seed=30", True, density, semantics, rays_o, rays_d, grid, 1.6, upstream,
-                     convention="reference", ray_mask=mask)  # fmt: skip
+    ok &= edge_case("reference seed=30", density, semantics, rays_o, rays_d, grid, 1.6, upstream,
+                    convention="reference", ray_mask=mask)  # fmt: skip
     return ok
 
 
 def main(conventions: list[str]) -> int:
-    for flag, merge in (("--merge=off", False), ("--merge=on", True)):
-        if flag in conventions:
-            fused.MERGE_ATOMICS = merge
+    for arg in conventions:
+        if arg.startswith("--chunk="):
+            fused.CHUNK = int(arg.removeprefix("--chunk="))
     conventions = [c for c in conventions if not c.startswith("--")] or ["metric", "reference"]
     failed = False
-    if "merge" in conventions:
-        failed |= not merge_cases()
+    if "edges" in conventions:
+        failed |= not edge_cases()
     # semi-transparent with skipping; dense (blocks stop early); no skipping, 5 classes (padded to 8);
     # steps longer than a voxel (cells jump)
     for seed, scale, classes, skip, step in (

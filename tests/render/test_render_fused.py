@@ -12,36 +12,33 @@ from renderocc.render import volume_render
 triton = pytest.importorskip("triton")
 
 
-@pytest.mark.parametrize("convention, cases", [("metric", 4), ("reference", 1)])
-def test_fused_matches_reference_under_interpreter(convention, cases):
-    """Forward and backward of the Triton kernels, run by the Triton interpreter on the CPU, against the
-    PyTorch renderer under each rendering convention.
-
-    In a subprocess: TRITON_INTERPRET must be set before triton is imported, and must not leak into
-    the other tests of this session.
-    """
+def _interpret(*args: str, timeout: int) -> subprocess.CompletedProcess:
+    """render_fused_check.py with `args` under the Triton interpreter, in a subprocess: TRITON_INTERPRET must
+    be set before triton is imported, and must not leak into the other tests of this session."""
     env = {**os.environ, "TRITON_INTERPRET": "1"}
     src = str(Path(__file__).parents[2] / "src")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
     script = Path(__file__).with_name("render_fused_check.py")
-    proc = subprocess.run(
-        [sys.executable, str(script), convention], env=env, capture_output=True, text=True, timeout=300
+    return subprocess.run(
+        [sys.executable, str(script), *args], env=env, capture_output=True, text=True, timeout=timeout
     )
+
+
+@pytest.mark.parametrize("convention, cases", [("metric", 4), ("reference", 1)])
+def test_fused_matches_reference_under_interpreter(convention, cases):
+    """Forward and backward of the Triton kernels, run by the Triton interpreter on the CPU, against the
+    PyTorch renderer under each rendering convention."""
+    proc = _interpret(convention, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.count(" ok") == cases, proc.stdout
 
 
-def test_merged_atomics_match_reference_under_interpreter():
-    """The backward kernel with run-length merged atomic adds (MERGE) and with per-sample ones, on the same
-    fresh inputs under both conventions: gradients against a float64 PyTorch reference and each other, and
-    fewer atomic lanes where samples share cells (render_fused_check.merge_cases)."""
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    src = str(Path(__file__).parents[2] / "src")
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
-    script = Path(__file__).with_name("render_fused_check.py")
-    proc = subprocess.run(
-        [sys.executable, str(script), "merge"], env=env, capture_output=True, text=True, timeout=600
-    )
+@pytest.mark.parametrize("chunk", [None, 2])
+def test_fused_edge_cases_under_interpreter(chunk):
+    """Scenes where a ray's steps of samples, interpolation cells, the skip threshold and the stop meet
+    (render_fused_check.edge_cases), with the default samples per step and with 2 (many step boundaries):
+    outputs, gradients and kept samples against a float64 PyTorch reference under both conventions."""
+    proc = _interpret("edges", *([f"--chunk={chunk}"] if chunk else []), timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.count(" ok") == 3, proc.stdout
 
@@ -63,10 +60,8 @@ def test_triton_on_cpu_without_interpreter_is_refused():
 
 
 @pytest.mark.parametrize("reference", [False, True])
-@pytest.mark.parametrize(
-    "kernel, merge", [("render_fwd_kernel", None), ("render_bwd_kernel", False), ("render_bwd_kernel", True)]
-)
-def test_kernels_compile_for_hopper(kernel, merge, reference):
+@pytest.mark.parametrize("kernel", ["render_fwd_kernel", "render_bwd_kernel"])
+def test_kernels_compile_for_hopper(kernel, reference):
     """Both kernels through Triton's whole CUDA pipeline (TTIR, LLVM, PTX, ptxas) for sm_90, without a GPU:
     the interpreter above runs the Python semantics, this catches what only the compiler rejects."""
     import inspect
@@ -74,23 +69,22 @@ def test_kernels_compile_for_hopper(kernel, merge, reference):
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    from renderocc.render import kernels
+    from renderocc.render import fused, kernels
 
     fn = getattr(kernels, kernel)
     signature = {}
     for name in inspect.signature(fn.fn).parameters:
-        if name in ("BLOCK_R", "BLOCK_C", "REFERENCE", "MERGE"):
+        if name in ("S", "BLOCK_C", "REFERENCE"):
             signature[name] = "constexpr"
         elif name.endswith("_ptr"):
             signature[name] = "*i32" if name in ("num_samples_ptr", "count_ptr") else "*fp32"
         else:
             signature[name] = "i32" if name in ("R", "C", "NX", "NY", "NZ") else "fp32"
-    constexprs = {"BLOCK_R": 1, "BLOCK_C": 32, "REFERENCE": reference}
-    if merge is not None:
-        constexprs["MERGE"] = merge
+    constexprs = {"S": 1 if reference else fused.CHUNK, "BLOCK_C": 32, "REFERENCE": reference}
     source = ASTSource(fn, signature, constexprs=constexprs)
     try:
-        compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": 1})
+        options = {"num_warps": fused.NUM_WARPS}
+        compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options=options)
     except (ImportError, FileNotFoundError) as err:  # a Triton build without its CUDA backend / ptxas
         pytest.skip(f"Triton's CUDA toolchain is not installed here ({err})")
     assert len(compiled.asm["cubin"]) > 0

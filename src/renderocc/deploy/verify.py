@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import faulthandler
 import multiprocessing
 import signal
 import tempfile
@@ -96,6 +97,7 @@ def vary_like_trained(model: nn.Module, batches, head_gain: float = 10.0) -> nn.
 
 
 def _call_and_save(fn: Callable, args: tuple, out: str) -> None:
+    faulthandler.enable()  # a crash prints the Python stack it happened under to the child's stderr
     torch.save(fn(*args), out)
 
 

@@ -18,16 +18,10 @@ try:
 except ImportError:  # CPU-only installs: the reference renderer is used
     triton = None
 
-# Rays per program and warps: one warp per ray was the fastest of 1..4 rays x 1..4 warps on an H100
-# (benchmarks/render.py --sweep): no layout shuffles, and no program waits for a longer ray.
-BLOCK_RAYS = 1
+# Samples per step of a ray's loop (the rows of its tiles) and warps per ray, for the metric convention;
+# the reference's runs with S = 1 (see `kernels`). Chosen with benchmarks/render.py --sweep on an H200.
+CHUNK = 32
 NUM_WARPS = 1
-# Backward: sum the gradients of a ray's consecutive samples in one interpolation cell in registers and add
-# them to the grids once per run, not once per sample (`render_bwd_kernel`, MERGE: 42% fewer atomic adds on
-# the benchmark's rays). Off until it is timed on a GPU (benchmarks/render.py --merge both) and checked with
-# older Tritons: it carries tuples through the sample loop, which Triton 3.8 compiles (tested here for
-# sm_90) but the Triton 3.0 of torch 2.4 may not.
-MERGE_ATOMICS = False
 
 
 def triton_available() -> bool:
@@ -66,11 +60,11 @@ class _FusedRender(torch.autograd.Function):
         sem = torch.empty(b, r, c, device=density.device, dtype=torch.float32)
         opacity, pairs, squares = torch.empty_like(depth), torch.empty_like(depth), torch.empty_like(depth)
         count = torch.empty(b, r, device=density.device, dtype=torch.int32)
-        launch = (triton.cdiv(r, BLOCK_RAYS), b)
-        render_fwd_kernel[launch](
+        render_fwd_kernel[(r, b)](
             density, semantics, rays_o, rays_d, t_near, num_samples, t_table,
             depth, sem, opacity, pairs, squares, count, r, c, *geometry,
-            BLOCK_R=BLOCK_RAYS, BLOCK_C=triton.next_power_of_2(c), REFERENCE=reference, num_warps=NUM_WARPS,
+            S=1 if reference else CHUNK, BLOCK_C=triton.next_power_of_2(c), REFERENCE=reference,
+            num_warps=NUM_WARPS,
         )  # fmt: skip
         ctx.geometry, ctx.reference = geometry, reference
         ctx.mark_non_differentiable(count)
@@ -101,12 +95,11 @@ class _FusedRender(torch.autograd.Function):
         ]
         grad_density = torch.zeros_like(density)
         grad_semantics = torch.zeros_like(semantics)
-        launch = (triton.cdiv(r, BLOCK_RAYS), b)
-        render_bwd_kernel[launch](
+        render_bwd_kernel[(r, b)](
             density, semantics, rays_o, rays_d, t_near, num_samples, t_table,
             *outputs, *grads, grad_density, grad_semantics, r, c, *ctx.geometry,
-            BLOCK_R=BLOCK_RAYS, BLOCK_C=triton.next_power_of_2(c), REFERENCE=ctx.reference,
-            MERGE=MERGE_ATOMICS, num_warps=NUM_WARPS,
+            S=1 if ctx.reference else CHUNK, BLOCK_C=triton.next_power_of_2(c), REFERENCE=ctx.reference,
+            num_warps=NUM_WARPS,
         )  # fmt: skip
         return grad_density, grad_semantics, None, None, None, None, None, None, None
 

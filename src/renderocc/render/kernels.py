@@ -1,30 +1,32 @@
-"""Triton kernels of the fused renderer: one pass per ray forward, one pass per ray backward.
+"""Triton kernels of the fused renderer: one program per ray, its samples taken S at a time, one per lane.
 
-A program renders a block of BLOCK_R rays (one ray and one warp by default): each lane holds one semantic
-channel of its ray, and every per-ray quantity is kept replicated across the lanes of the
-[BLOCK_R, BLOCK_C] tile, so the sample loop never moves data between layouts (shared-memory round trips;
-per-ray values in 1-D tensors, which Triton lays out unlike the tile rows, made a step 15-35% slower on an
-H100). The program walks the
-samples in order, interpolates density and logits from the grids and keeps transmittance, weight sums
-and the semantic accumulator in registers; nothing per sample is written to global memory, and a block
-stops once every ray in it has stopped (transmittance below `stop`: the skip threshold for the metric
-convention, after which every weight would be skipped anyway, so stopping is exact; 1e-3 for the
-reference's).
+A program renders one ray (one warp by default). Each step of its loop takes the next S samples, one per
+lane: it reads the density at all of them at once, then the transmittance in front of each from the running
+transmittance and an exclusive prefix sum of the step's optical thicknesses, then the kept weights. Only then
+does it read logits, sample by sample over the kept ones, a lane per semantic channel (eight rows of C
+logits each, all in flight together). A walk of one sample per step waits on memory twice per sample
+(density, then logits), and most of a ray's samples lie in free space where no logit is needed; here a ray
+waits about once per S samples and once per kept sample. Nothing per sample is written to global memory, and
+a ray stops once its transmittance falls below `stop` (the skip threshold for the metric convention, after
+which every weight would be skipped anyway, so stopping is exact; 1e-3 for the reference's). Samples past
+the stop in the last step are read and masked.
 
-The backward pass replays the samples in the same order. With g_i = dL/dw_i (known per sample from the
-output gradients and the running prefix sums), dL/dtau_k = g_k T_(k+1) - sum_(i>k) g_i w_i, and the
-suffix sum is total - prefix, where total = sum_i g_i w_i comes from the forward outputs (for the
-distortion's pair sum P and the sum of squares Q, sum_i w_i dP/dw_i = 2 P since P is quadratic in w, and
-so for Q). Gradients reach the grids by atomic adds at the eight interpolation corners, per sample or
-(MERGE) once per run of consecutive kept samples in the same interpolation cell.
+The backward pass replays the steps in the same order. With g_i = dL/dw_i (known per sample from the
+output gradients and prefix sums), dL/dtau_k = g_k T_(k+1) - sum_(i>k) g_i w_i, and the suffix sum is
+total - prefix, where total = sum_i g_i w_i comes from the forward outputs (for the distortion's pair sum
+P and the sum of squares Q, sum_i w_i dP/dw_i = 2 P since P is quadratic in w, and so for Q). Gradients
+reach the grids by atomic adds at the eight interpolation corners: the density's one lane per sample, the
+logits' one row per kept sample.
 
 Both rendering conventions (`render.conventions`) run through the same kernels; REFERENCE (a constexpr)
 selects where the samples lie (`_metric_position` or `_reference_position`), how the grids are read
 (clamp-to-edge or zero outside, `_corner_frame`) and the depth coordinate x (metres, or R t / (1 + t)).
-The rest takes launch arguments: `interval` (tau = softplus(density + shift) * interval), `stop` (the
-transmittance a ray stops at). The kernels return the raw sums over each ray's kept samples: sum w x,
-sum w logits, sum w, the distortion's pair sum sum_ij w_i w_j |x_i - x_j|, sum w^2 and the kept count;
-`conventions.render_output` turns them into the convention's depth and distortion.
+The reference's crowding test keeps a candidate by the distance travelled since the last kept one, a
+sequential rule, so it runs with S = 1. The rest takes launch arguments: `interval` (tau = softplus(density
++ shift) * interval), `stop` (the transmittance a ray stops at). The kernels return the raw sums over the
+ray's kept samples: sum w x, sum w logits, sum w, the distortion's pair sum sum_ij w_i w_j |x_i - x_j|,
+sum w^2 and the kept count; `conventions.render_output` turns them into the convention's depth and
+distortion.
 """
 
 from __future__ import annotations
@@ -90,20 +92,20 @@ def _corner_frame(qx, qy, qz, orx, ory, orz, scx, scy, scz, NX, NY, NZ, ZERO_OUT
 
 
 @triton.jit
-def _corner_offset(j: tl.constexpr, base, sx, sy, sz):
+def _corner_offset(j, base, sx, sy, sz):
     """Flat index of corner j, offset (j >> 2 & 1, j >> 1 & 1, j & 1) from the base corner."""
-    bx: tl.constexpr = (j >> 2) & 1
-    by: tl.constexpr = (j >> 1) & 1
-    bz: tl.constexpr = j & 1
+    bx = (j >> 2) & 1
+    by = (j >> 1) & 1
+    bz = j & 1
     return base + sx * bx + sy * by + sz * bz
 
 
 @triton.jit
-def _corner(j: tl.constexpr, base, sx, sy, sz, fx, fy, fz):
+def _corner(j, base, sx, sy, sz, fx, fy, fz):
     """Flat index and trilinear weight of corner j, offset (j >> 2 & 1, j >> 1 & 1, j & 1)."""
-    bx: tl.constexpr = (j >> 2) & 1
-    by: tl.constexpr = (j >> 1) & 1
-    bz: tl.constexpr = j & 1
+    bx = (j >> 2) & 1
+    by = (j >> 1) & 1
+    bz = j & 1
     wx = fx * bx + (1.0 - fx) * (1 - bx)
     wy = fy * by + (1.0 - fy) * (1 - by)
     wz = fz * bz + (1.0 - fz) * (1 - bz)
@@ -111,11 +113,11 @@ def _corner(j: tl.constexpr, base, sx, sy, sz, fx, fy, fz):
 
 
 @triton.jit
-def _inside(j: tl.constexpr, inside):
+def _inside(j, inside):
     """Whether corner j lies in the grid, from `_corner_frame`'s bits."""
-    bx: tl.constexpr = (j >> 2) & 1
-    by: tl.constexpr = (j >> 1) & 1
-    bz: tl.constexpr = j & 1
+    bx = (j >> 2) & 1
+    by = (j >> 1) & 1
+    bz = j & 1
     return ((inside >> bx) & (inside >> (2 + by)) & (inside >> (4 + bz)) & 1) != 0
 
 
@@ -152,85 +154,92 @@ def _reference_position(
 
 
 @triton.jit
-def _position(k, n, trans, stop, t_near, ox, oy, oz, dx, dy, dz, step, px, py, pz, travelled, t_ptr,
-              background, merge, depth_scale, REFERENCE: tl.constexpr):  # fmt: skip
-    """Sample k of the convention (q, depth coordinate x), whether it is live (exists, kept, and the ray has
-    not stopped), and the reference's running distance since its last kept candidate (p: candidate k - 1)."""
-    live = (k < n) & (trans >= stop)
+def _ray(rays_o_ptr, rays_d_ptr, t_near_ptr, num_samples_ptr, R):
+    """This program's ray (scalars): flat index into [B, R], origin, direction, t_near and sample count."""
+    ray = tl.program_id(1) * R + tl.program_id(0)
+    ox = tl.load(rays_o_ptr + ray * 3)
+    oy = tl.load(rays_o_ptr + ray * 3 + 1)
+    oz = tl.load(rays_o_ptr + ray * 3 + 2)
+    dx = tl.load(rays_d_ptr + ray * 3)
+    dy = tl.load(rays_d_ptr + ray * 3 + 1)
+    dz = tl.load(rays_d_ptr + ray * 3 + 2)
+    return ray, ox, oy, oz, dx, dy, dz, tl.load(t_near_ptr + ray), tl.load(num_samples_ptr + ray)
+
+
+@triton.jit
+def _chunk(k, n, trans_in, stop, t_near, ox, oy, oz, dx, dy, dz, step, px, py, pz, travelled, t_ptr,
+           background, merge, depth_scale, density_b, orx, ory, orz, scx, scy, scz, interval, shift, thr,
+           NX, NY, NZ, REFERENCE: tl.constexpr):  # fmt: skip
+    """Samples k [S, 1] of a ray that enters them with transmittance trans_in: their interpolation corners,
+    depth coordinate x, density, transmittance in front, optical thickness and weight (0 where not kept),
+    which are opaque enough to count (keep_a) and which keep their weight (keep_w); and the reference's
+    crowding-test state after them (previous candidate p, distance since the last kept one)."""
+    valid = k < n
     if REFERENCE:
+        tl.static_assert(k.shape[0] == 1, "the reference's crowding test is sequential: S must be 1")
         qx, qy, qz, x, kept, travelled = _reference_position(
             k, ox, oy, oz, dx, dy, dz, px, py, pz, travelled, t_ptr, background, merge, depth_scale
         )
-        live = live & kept
+        valid = valid & kept
+        px, py, pz = qx, qy, qz
     else:
         qx, qy, qz, x = _metric_position(k, t_near, ox, oy, oz, dx, dy, dz, step)
-    return qx, qy, qz, x, live, travelled
-
-
-@triton.jit
-def _block_rays(rays_o_ptr, rays_d_ptr, t_near_ptr, num_samples_ptr, R, BLOCK_R: tl.constexpr, cols):
-    """This program's rays as [BLOCK_R, BLOCK_C] tiles replicated along the channels: flat ray index into
-    [B, R], in-range mask, origin, direction, t_near and sample count."""
-    slot = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)[:, None] + cols * 0
-    in_range = slot < R
-    ray = tl.program_id(1) * R + slot
-    ox = tl.load(rays_o_ptr + ray * 3, mask=in_range, other=0.0)
-    oy = tl.load(rays_o_ptr + ray * 3 + 1, mask=in_range, other=0.0)
-    oz = tl.load(rays_o_ptr + ray * 3 + 2, mask=in_range, other=0.0)
-    dx = tl.load(rays_d_ptr + ray * 3, mask=in_range, other=0.0)
-    dy = tl.load(rays_d_ptr + ray * 3 + 1, mask=in_range, other=0.0)
-    dz = tl.load(rays_d_ptr + ray * 3 + 2, mask=in_range, other=0.0)
-    t_near = tl.load(t_near_ptr + ray, mask=in_range, other=0.0)
-    n = tl.load(num_samples_ptr + ray, mask=in_range, other=0)
-    return ray, in_range, ox, oy, oz, dx, dy, dz, t_near, n
-
-
-@triton.jit
-def _any(x):
-    """Whether any element of a 2D boolean tile is set, as a scalar."""
-    return tl.max(tl.max(x.to(tl.int32), 1), 0) > 0
-
-
-@triton.jit
-def _sample(live, qx, qy, qz, trans, density_b, orx, ory, orz, scx, scy, scz, interval, shift, thr,
-            NX, NY, NZ, ZERO_OUTSIDE: tl.constexpr):  # fmt: skip
-    """A sample at q of every live ray: interpolation corners, density, optical thickness and kept weight."""
     base, sx, sy, sz, fx, fy, fz, inside = _corner_frame(
-        qx, qy, qz, orx, ory, orz, scx, scy, scz, NX, NY, NZ, ZERO_OUTSIDE
+        qx, qy, qz, orx, ory, orz, scx, scy, scz, NX, NY, NZ, REFERENCE
     )
     dens = tl.zeros_like(qx)
     for j in tl.static_range(8):
         off, wj = _corner(j, base, sx, sy, sz, fx, fy, fz)
-        mask = live
-        if ZERO_OUTSIDE:
+        mask = valid
+        if REFERENCE:
             mask = mask & _inside(j, inside)
         dens += wj * tl.load(density_b + off, mask=mask, other=0.0)
     tau = _softplus(dens + shift) * interval
     alpha = _one_minus_exp_neg(tau)
-    keep_a = live & (alpha >= thr) & (alpha > 0.0)
+    opaque = valid & (alpha >= thr) & (alpha > 0.0)
+    tau = tl.where(opaque, tau, 0.0)
+    # transmittance in front of each sample; a sample behind the stop is dropped, and so is every one after it
+    trans = trans_in * tl.exp(tau - tl.cumsum(tau, 0))
+    keep_a = opaque & (trans >= stop)
     tau = tl.where(keep_a, tau, 0.0)
-    w = trans * tl.where(keep_a, alpha, 0.0)
+    w = tl.where(keep_a, trans * alpha, 0.0)
     keep_w = keep_a & (w >= thr)
     w = tl.where(keep_w, w, 0.0)
-    return base, sx, sy, sz, fx, fy, fz, inside, dens, tau, w, keep_a, keep_w
+    return base, sx, sy, sz, fx, fy, fz, inside, x, dens, trans, tau, w, keep_a, keep_w, px, py, pz, travelled
 
 
 @triton.jit
-def _flush_run(acc_d, acc_s, d_mask, s_mask, base, sx, sy, sz, inside, grad_density_b, grad_semantics_b, C,
-               cols, ZERO_OUTSIDE: tl.constexpr):  # fmt: skip
-    """The atomic adds of a run's gradient sums (tuples of 8 tiles: density, replicated along the channels,
-    and semantic rows) at the eight corners of its cell, for the rows and lanes of d_mask (density: one
-    lane per ray) and s_mask (semantics) and, ZERO_OUTSIDE, the corners in the grid."""
-    for j in tl.static_range(8):
-        off = _corner_offset(j, base, sx, sy, sz)
-        dm = d_mask
-        sm = s_mask
-        if ZERO_OUTSIDE:
-            corner_in = _inside(j, inside)
-            dm = dm & corner_in
-            sm = sm & corner_in
-        tl.atomic_add(grad_density_b + off, acc_d[j], mask=dm, sem="relaxed")
-        tl.atomic_add(grad_semantics_b + off * C + cols, acc_s[j], mask=sm, sem="relaxed")
+def _exclusive(v, carry):
+    """carry + the sum of the rows of v [S, 1] before each row."""
+    return carry + tl.cumsum(v, 0) - v
+
+
+@triton.jit
+def _pick(v, lanes, i):
+    """Element i of the per-sample vector v, as a scalar."""
+    return tl.sum(tl.where(lanes == i, v, tl.zeros_like(v)))
+
+
+@triton.jit
+def _pick_sample(i, lanes, w, base, sx, sy, sz, fx, fy, fz, inside):
+    """Sample i's weight and interpolation corners (see `_corner_frame`), as scalars."""
+    return (
+        _pick(w, lanes, i),
+        _pick(base, lanes, i),
+        _pick(sx, lanes, i),
+        _pick(sy, lanes, i),
+        _pick(sz, lanes, i),
+        _pick(fx, lanes, i),
+        _pick(fy, lanes, i),
+        _pick(fz, lanes, i),
+        _pick(inside, lanes, i),
+    )
+
+
+@triton.jit
+def _first(todo, lanes, S: tl.constexpr):
+    """The lowest lane where todo holds, or S."""
+    return tl.min(tl.where(todo, lanes, S))
 
 
 @triton.jit
@@ -239,67 +248,69 @@ def render_fwd_kernel(
     depth_ptr, sem_out_ptr, opacity_ptr, pairs_ptr, squares_ptr, count_ptr,
     R, C, NX, NY, NZ, orx, ory, orz, scx, scy, scz, step, interval, shift, thr, stop,
     background, merge, depth_scale,
-    BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr, REFERENCE: tl.constexpr,
+    S: tl.constexpr, BLOCK_C: tl.constexpr, REFERENCE: tl.constexpr,
 ):  # fmt: skip
-    """Forward: per ray of a block, sum w x, sum w logits [C], sum w, sum_ij w_i w_j |x_i - x_j|, sum w^2
-    and the number of kept samples."""
-    cols = tl.arange(0, BLOCK_C)[None, :]
-    col_ok = cols < C
-    first = cols == 0
-    ray, in_range, ox, oy, oz, dx, dy, dz, t_near, n = _block_rays(
-        rays_o_ptr, rays_d_ptr, t_near_ptr, num_samples_ptr, R, BLOCK_R, cols
-    )
+    """Forward: per ray, sum w x, sum w logits [C], sum w, sum_ij w_i w_j |x_i - x_j|, sum w^2 and the number
+    of kept samples."""
+    chans = tl.arange(0, BLOCK_C)
+    chan_ok = chans < C
+    lanes = tl.arange(0, S)
+    ray, ox, oy, oz, dx, dy, dz, t_near, n = _ray(rays_o_ptr, rays_d_ptr, t_near_ptr, num_samples_ptr, R)
     voxels = NX * NY * NZ
     density_b = density_ptr + tl.program_id(1) * voxels
     semantics_b = semantics_ptr + tl.program_id(1) * voxels * C
 
-    trans = tl.full([BLOCK_R, BLOCK_C], 1.0, tl.float32)
-    w_sum = tl.zeros([BLOCK_R, BLOCK_C], tl.float32)
-    wx_sum = tl.zeros([BLOCK_R, BLOCK_C], tl.float32)
-    ww_sum = tl.zeros([BLOCK_R, BLOCK_C], tl.float32)
-    pair_sum = tl.zeros([BLOCK_R, BLOCK_C], tl.float32)
-    sem_acc = tl.zeros([BLOCK_R, BLOCK_C], tl.float32)
-    count = tl.zeros([BLOCK_R, BLOCK_C], tl.int32)
+    trans = 1.0
+    w_sum = 0.0
+    wx_sum = 0.0
+    ww_sum = 0.0
+    pair_sum = 0.0
+    count = 0
+    sem_acc = tl.zeros([BLOCK_C], tl.float32)
     # the reference's crowding test: the previous candidate and the distance since the last kept one
-    px, py, pz, travelled = ox, oy, oz, tl.zeros([BLOCK_R, BLOCK_C], tl.float32)
-    n_max = tl.max(tl.max(n, 1), 0)
+    zero = tl.zeros([S], tl.float32)
+    px, py, pz, travelled = ox + zero, oy + zero, oz + zero, zero
     k = 0
-    go = n_max > 0
+    go = n > 0
     while go:
-        qx, qy, qz, x, live, travelled = _position(
-            k, n, trans, stop, t_near, ox, oy, oz, dx, dy, dz, step, px, py, pz, travelled, t_ptr,
-            background, merge, depth_scale, REFERENCE,
-        )  # fmt: skip
-        if REFERENCE:  # the crowding test's previous candidate (the metric kernel carries none)
-            px, py, pz = qx, qy, qz
-        base, sx, sy, sz, fx, fy, fz, inside, dens, tau, w, keep_a, keep_w = _sample(
-            live, qx, qy, qz, trans, density_b, orx, ory, orz, scx, scy, scz, interval, shift, thr,
+        (base, sx, sy, sz, fx, fy, fz, inside, x, dens, trans_k, tau, w, keep_a, keep_w,
+         px, py, pz, travelled) = _chunk(
+            k + lanes, n, trans, stop, t_near, ox, oy, oz, dx, dy, dz, step, px, py, pz, travelled, t_ptr,
+            background, merge, depth_scale, density_b, orx, ory, orz, scx, scy, scz, interval, shift, thr,
             NX, NY, NZ, REFERENCE,
         )  # fmt: skip
-        pair_sum += w * (x * w_sum - wx_sum)
-        w_sum += w
-        wx_sum += w * x
-        ww_sum += w * w
-        count += keep_w.to(tl.int32)
-        trans = trans * tl.exp(-tau)
-        sem_mask = keep_w & col_ok
-        for j in tl.static_range(8):
-            off, wj = _corner(j, base, sx, sy, sz, fx, fy, fz)
-            mask = sem_mask
-            if REFERENCE:
-                mask = mask & _inside(j, inside)
-            logits = tl.load(semantics_b + off * C + cols, mask=mask, other=0.0)
-            sem_acc += (w * wj) * logits
-        k += 1
-        go = (k < n_max) & _any((k < n) & (trans >= stop))
+        wx = w * x
+        pair_sum += tl.sum(w * (x * _exclusive(w, w_sum) - _exclusive(wx, wx_sum)))
+        w_sum += tl.sum(w)
+        wx_sum += tl.sum(wx)
+        ww_sum += tl.sum(w * w)
+        count += tl.sum(keep_w.to(tl.int32))
+        trans = trans * tl.exp(-tl.sum(tau))
+        # the logits of the kept samples, one sample at a time
+        todo = keep_w
+        i = _first(todo, lanes, S)
+        while i < S:
+            w_i, base_i, sx_i, sy_i, sz_i, fx_i, fy_i, fz_i, in_i = _pick_sample(
+                i, lanes, w, base, sx, sy, sz, fx, fy, fz, inside
+            )
+            # (names of their own: Triton 3.0 would take the step's per-sample `off` for a loop-carried value)
+            for j in tl.static_range(8):
+                off_i, wj_i = _corner(j, base_i, sx_i, sy_i, sz_i, fx_i, fy_i, fz_i)
+                mask_i = chan_ok
+                if REFERENCE:
+                    mask_i = mask_i & _inside(j, in_i)
+                sem_acc += (w_i * wj_i) * tl.load(semantics_b + off_i * C + chans, mask=mask_i, other=0.0)
+            todo = todo & (lanes != i)
+            i = _first(todo, lanes, S)
+        k += S
+        go = (k < n) & (trans >= stop)
 
-    scalar_mask = in_range & first
-    tl.store(depth_ptr + ray, wx_sum, mask=scalar_mask)
-    tl.store(opacity_ptr + ray, w_sum, mask=scalar_mask)
-    tl.store(pairs_ptr + ray, 2.0 * pair_sum, mask=scalar_mask)
-    tl.store(squares_ptr + ray, ww_sum, mask=scalar_mask)
-    tl.store(count_ptr + ray, count, mask=scalar_mask)
-    tl.store(sem_out_ptr + ray * C + cols, sem_acc, mask=in_range & col_ok)
+    tl.store(depth_ptr + ray, wx_sum)
+    tl.store(opacity_ptr + ray, w_sum)
+    tl.store(pairs_ptr + ray, 2.0 * pair_sum)
+    tl.store(squares_ptr + ray, ww_sum)
+    tl.store(count_ptr + ray, count)
+    tl.store(sem_out_ptr + ray * C + chans, sem_acc, mask=chan_ok)
 
 
 @triton.jit
@@ -310,147 +321,98 @@ def render_bwd_kernel(
     grad_density_ptr, grad_semantics_ptr,
     R, C, NX, NY, NZ, orx, ory, orz, scx, scy, scz, step, interval, shift, thr, stop,
     background, merge, depth_scale,
-    BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr, REFERENCE: tl.constexpr, MERGE: tl.constexpr,
+    S: tl.constexpr, BLOCK_C: tl.constexpr, REFERENCE: tl.constexpr,
 ):  # fmt: skip
-    """Backward: replay the samples in order and scatter dL/d(density, semantics) into the grids.
-
-    MERGE: run-length merged atomics. Consecutive kept samples of a ray often read the same interpolation
-    cell (0.2 m steps through 0.4 m voxels), whose eight corners are the same addresses: their gradients
-    are summed in registers over the run (8 density sums, 8 semantic rows) and added to the grids once,
-    when a kept sample (keep_a) of the row lands in another cell, and after the loop. A cell is its base
-    index and strides (and, REFERENCE, which corners lie in the grid): equal keys mean the same eight
-    masked addresses, so the merge is exact up to float32 summation order. Dropped samples neither end a
-    run nor add to it (their terms are selected away, not multiplied by 0, so nothing non-finite leaks in).
-    """
-    cols = tl.arange(0, BLOCK_C)[None, :]
-    col_ok = cols < C
-    first = cols == 0
-    ray, in_range, ox, oy, oz, dx, dy, dz, t_near, n = _block_rays(
-        rays_o_ptr, rays_d_ptr, t_near_ptr, num_samples_ptr, R, BLOCK_R, cols
-    )
+    """Backward: replay the steps in order and scatter dL/d(density, semantics) into the grids."""
+    chans = tl.arange(0, BLOCK_C)
+    chan_ok = chans < C
+    lanes = tl.arange(0, S)
+    ray, ox, oy, oz, dx, dy, dz, t_near, n = _ray(rays_o_ptr, rays_d_ptr, t_near_ptr, num_samples_ptr, R)
     voxels = NX * NY * NZ
     density_b = density_ptr + tl.program_id(1) * voxels
     semantics_b = semantics_ptr + tl.program_id(1) * voxels * C
     grad_density_b = grad_density_ptr + tl.program_id(1) * voxels
     grad_semantics_b = grad_semantics_ptr + tl.program_id(1) * voxels * C
-    row_ok = in_range & col_ok
 
-    g_depth = tl.load(g_depth_ptr + ray, mask=in_range, other=0.0)
-    g_opacity = tl.load(g_opacity_ptr + ray, mask=in_range, other=0.0)
-    g_pairs = tl.load(g_pairs_ptr + ray, mask=in_range, other=0.0)
-    g_squares = tl.load(g_squares_ptr + ray, mask=in_range, other=0.0)
-    g_sem = tl.load(g_sem_ptr + ray * C + cols, mask=row_ok, other=0.0)
-    w_total = tl.load(opacity_ptr + ray, mask=in_range, other=0.0)
-    wx_total = tl.load(depth_ptr + ray, mask=in_range, other=0.0)
-    sem_total = tl.load(sem_out_ptr + ray * C + cols, mask=row_ok, other=0.0)
+    g_depth = tl.load(g_depth_ptr + ray)
+    g_opacity = tl.load(g_opacity_ptr + ray)
+    g_pairs = tl.load(g_pairs_ptr + ray)
+    g_squares = tl.load(g_squares_ptr + ray)
+    g_sem = tl.load(g_sem_ptr + ray * C + chans, mask=chan_ok, other=0.0)
+    w_total = tl.load(opacity_ptr + ray)
+    wx_total = tl.load(depth_ptr + ray)
+    sem_total = tl.load(sem_out_ptr + ray * C + chans, mask=chan_ok, other=0.0)
     # sum_i w_i dL/dw_i; the pair sum and the squares are quadratic in the weights: their terms are 2x
     total = (
         g_depth * wx_total
         + g_opacity * w_total
-        + tl.sum(g_sem * sem_total, 1, keep_dims=True)
-        + 2.0 * g_pairs * tl.load(pairs_ptr + ray, mask=in_range, other=0.0)
-        + 2.0 * g_squares * tl.load(squares_ptr + ray, mask=in_range, other=0.0)
+        + tl.sum(g_sem * sem_total)
+        + 2.0 * g_pairs * tl.load(pairs_ptr + ray)
+        + 2.0 * g_squares * tl.load(squares_ptr + ray)
     )
 
-    trans = tl.full([BLOCK_R, BLOCK_C], 1.0, tl.float32)
-    w_before = tl.zeros([BLOCK_R, BLOCK_C], tl.float32)
-    wx_before = tl.zeros([BLOCK_R, BLOCK_C], tl.float32)
-    gw_prefix = tl.zeros([BLOCK_R, BLOCK_C], tl.float32)
-    px, py, pz, travelled = ox, oy, oz, tl.zeros([BLOCK_R, BLOCK_C], tl.float32)
-    # MERGE: the current run's cell (run_sx = -1: no run yet; strides are >= 0), whether a kept weight
-    # (keep_w) is in it, and its gradient sums per corner
-    zero_i = tl.zeros([BLOCK_R, BLOCK_C], tl.int32)
-    run_base, run_sx, run_sy, run_sz, run_in = zero_i, zero_i - 1, zero_i, zero_i, zero_i
-    run_sem = zero_i != 0
-    zero = tl.zeros([BLOCK_R, BLOCK_C], tl.float32)
-    acc_d = (zero, zero, zero, zero, zero, zero, zero, zero)
-    acc_s = (zero, zero, zero, zero, zero, zero, zero, zero)
-    n_max = tl.max(tl.max(n, 1), 0)
+    trans = 1.0
+    w_before = 0.0
+    wx_before = 0.0
+    gw_before = 0.0
+    zero = tl.zeros([S], tl.float32)
+    px, py, pz, travelled = ox + zero, oy + zero, oz + zero, zero
     k = 0
-    go = n_max > 0
+    go = n > 0
     while go:
-        qx, qy, qz, x, live, travelled = _position(
-            k, n, trans, stop, t_near, ox, oy, oz, dx, dy, dz, step, px, py, pz, travelled, t_ptr,
-            background, merge, depth_scale, REFERENCE,
-        )  # fmt: skip
-        if REFERENCE:  # the crowding test's previous candidate (the metric kernel carries none)
-            px, py, pz = qx, qy, qz
-        base, sx, sy, sz, fx, fy, fz, inside, dens, tau, w, keep_a, keep_w = _sample(
-            live, qx, qy, qz, trans, density_b, orx, ory, orz, scx, scy, scz, interval, shift, thr,
+        (base, sx, sy, sz, fx, fy, fz, inside, x, dens, trans_k, tau, w, keep_a, keep_w,
+         px, py, pz, travelled) = _chunk(
+            k + lanes, n, trans, stop, t_near, ox, oy, oz, dx, dy, dz, step, px, py, pz, travelled, t_ptr,
+            background, merge, depth_scale, density_b, orx, ory, orz, scx, scy, scz, interval, shift, thr,
             NX, NY, NZ, REFERENCE,
         )  # fmt: skip
-        sem_mask = keep_w & col_ok
-        logits = tl.zeros([BLOCK_R, BLOCK_C], tl.float32)
-        for j in tl.static_range(8):
-            off, wj = _corner(j, base, sx, sy, sz, fx, fy, fz)
-            mask = sem_mask
-            if REFERENCE:
-                mask = mask & _inside(j, inside)
-            logits += wj * tl.load(semantics_b + off * C + cols, mask=mask, other=0.0)
+        # per kept sample: its logits . dL/dsemantics, and dL/dlogits = w dL/dsemantics at its corners
+        sem_dot = zero
+        todo = keep_w
+        i = _first(todo, lanes, S)
+        while i < S:
+            w_i, base_i, sx_i, sy_i, sz_i, fx_i, fy_i, fz_i, in_i = _pick_sample(
+                i, lanes, w, base, sx, sy, sz, fx, fy, fz, inside
+            )
+            logits = tl.zeros([BLOCK_C], tl.float32)
+            for j in tl.static_range(8):
+                off_i, wj_i = _corner(j, base_i, sx_i, sy_i, sz_i, fx_i, fy_i, fz_i)
+                mask_i = chan_ok
+                if REFERENCE:
+                    mask_i = mask_i & _inside(j, in_i)
+                logits += wj_i * tl.load(semantics_b + off_i * C + chans, mask=mask_i, other=0.0)
+                g_logits = (w_i * wj_i) * g_sem
+                tl.atomic_add(grad_semantics_b + off_i * C + chans, g_logits, mask=mask_i, sem="relaxed")
+            sem_dot = tl.where(lanes == i, tl.sum(logits * g_sem), sem_dot)
+            todo = todo & (lanes != i)
+            i = _first(todo, lanes, S)
         # dL/dw_k: depth, opacity, logits . dL/dsemantics, the pair sum's
         # d/dw_k sum_ij w_i w_j |x_i - x_j| = 2 sum_j w_j |x_k - x_j| = 2 (x_k (2 W_<k - W) + S - 2 S_<k)
         # (W, S: sums of w and w x), and the squares' 2 w_k
+        wx = w * x
+        w_prefix = _exclusive(w, w_before)
+        wx_prefix = _exclusive(wx, wx_before)
         g_w = (
             g_depth * x
             + g_opacity
-            + tl.sum(logits * g_sem, 1, keep_dims=True)
-            + g_pairs * 2.0 * (x * (2.0 * w_before - w_total) + wx_total - 2.0 * wx_before)
+            + sem_dot
+            + g_pairs * 2.0 * (x * (2.0 * w_prefix - w_total) + wx_total - 2.0 * wx_prefix)
             + g_squares * 2.0 * w
         )
-        gw_prefix += g_w * w
-        trans_next = trans * tl.exp(-tau)
-        g_tau = tl.where(keep_w, g_w * trans_next, 0.0) - (total - gw_prefix)
+        gw = g_w * w
+        # dL/dtau_k = g_k T_(k+1) - sum_(i>k) g_i w_i: the suffix is the total less the inclusive prefix
+        g_tau = tl.where(keep_w, g_w * trans_k * tl.exp(-tau), 0.0) - (total - gw_before - tl.cumsum(gw, 0))
         # tau = softplus(density + shift) * interval and softplus' = sigmoid
         g_dens = tl.where(keep_a, g_tau * interval / (1.0 + tl.exp(-(dens + shift))), 0.0)
-        if MERGE:
-            # a kept sample in another cell than its row's run ends that run
-            moved = (base != run_base) | (sx != run_sx) | (sy != run_sy) | (sz != run_sz)
+        for j in tl.static_range(8):
+            off, wj = _corner(j, base, sx, sy, sz, fx, fy, fz)
+            mask = keep_a
             if REFERENCE:
-                moved = moved | (inside != run_in)
-            moved = moved & keep_a
-            ended = moved & (run_sx >= 0)
-            # Flush under a branch on "any row ends a run" rather than issuing 16 predicated-off atomics
-            # (and their addresses) every sample: with one ray per program the branch is uniform and costs
-            # one warp reduction (a redux.sync), and it is skipped on the ~40% of kept samples that stay in
-            # their run's cell (1.7 per run on benchmarks/render.py's rays, --count-runs) and on every
-            # sample the skip threshold drops.
-            if _any(ended):
-                _flush_run(acc_d, acc_s, ended & first, ended & run_sem & col_ok, run_base, run_sx, run_sy,
-                           run_sz, run_in, grad_density_b, grad_semantics_b, C, cols, REFERENCE)  # fmt: skip
-            run_base = tl.where(moved, base, run_base)
-            run_sx = tl.where(moved, sx, run_sx)
-            run_sy = tl.where(moved, sy, run_sy)
-            run_sz = tl.where(moved, sz, run_sz)
-            run_in = tl.where(moved, inside, run_in)
-            run_sem = (run_sem & ~moved) | keep_w
-            new_d = ()
-            new_s = ()
-            for j in tl.static_range(8):
-                _, wj = _corner(j, base, sx, sy, sz, fx, fy, fz)
-                d = tl.where(keep_a, wj * g_dens, 0.0)
-                s = tl.where(sem_mask, (w * wj) * g_sem, 0.0)
-                new_d = new_d + (tl.where(moved, d, acc_d[j] + d),)
-                new_s = new_s + (tl.where(moved, s, acc_s[j] + s),)
-            acc_d = new_d
-            acc_s = new_s
-        else:
-            density_mask = keep_a & first  # one lane per ray adds the density gradient
-            for j in tl.static_range(8):
-                off, wj = _corner(j, base, sx, sy, sz, fx, fy, fz)
-                d_mask = density_mask
-                s_mask = sem_mask
-                if REFERENCE:
-                    corner_in = _inside(j, inside)
-                    d_mask = d_mask & corner_in
-                    s_mask = s_mask & corner_in
-                tl.atomic_add(grad_density_b + off, wj * g_dens, mask=d_mask, sem="relaxed")
-                tl.atomic_add(grad_semantics_b + off * C + cols, (w * wj) * g_sem, mask=s_mask, sem="relaxed")
-        w_before += w
-        wx_before += w * x
-        trans = trans_next
-        k += 1
-        go = (k < n_max) & _any((k < n) & (trans >= stop))
-    if MERGE:  # the runs still open
-        started = run_sx >= 0
-        _flush_run(acc_d, acc_s, started & first, started & run_sem & col_ok, run_base, run_sx, run_sy,
-                   run_sz, run_in, grad_density_b, grad_semantics_b, C, cols, REFERENCE)  # fmt: skip
+                mask = mask & _inside(j, inside)
+            tl.atomic_add(grad_density_b + off, wj * g_dens, mask=mask, sem="relaxed")
+        w_before += tl.sum(w)
+        wx_before += tl.sum(wx)
+        gw_before += tl.sum(gw)
+        trans = trans * tl.exp(-tl.sum(tau))
+        k += S
+        go = (k < n) & (trans >= stop)
