@@ -170,10 +170,10 @@ def _ray(rays_o_ptr, rays_d_ptr, t_near_ptr, num_samples_ptr, R):
 def _chunk(k, n, trans_in, stop, t_near, ox, oy, oz, dx, dy, dz, step, px, py, pz, travelled, t_ptr,
            background, merge, depth_scale, density_b, orx, ory, orz, scx, scy, scz, interval, shift, thr,
            NX, NY, NZ, REFERENCE: tl.constexpr):  # fmt: skip
-    """Samples k [S, 1] of a ray that enters them with transmittance trans_in: their interpolation corners,
-    depth coordinate x, density, transmittance in front, optical thickness and weight (0 where not kept),
-    which are opaque enough to count (keep_a) and which keep their weight (keep_w); and the reference's
-    crowding-test state after them (previous candidate p, distance since the last kept one)."""
+    """Samples k [S] (one per lane) of a ray that enters them with transmittance trans_in: their
+    interpolation corners, depth coordinate x, density, transmittance in front, optical thickness and weight
+    (0 where not kept), which are opaque enough to count (keep_a) and which keep their weight (keep_w); and
+    the reference's crowding-test state after them (previous candidate p, distance since the last kept)."""
     valid = k < n
     if REFERENCE:
         tl.static_assert(k.shape[0] == 1, "the reference's crowding test is sequential: S must be 1")
@@ -210,7 +210,7 @@ def _chunk(k, n, trans_in, stop, t_near, ox, oy, oz, dx, dy, dz, step, px, py, p
 
 @triton.jit
 def _exclusive(v, carry):
-    """carry + the sum of the rows of v [S, 1] before each row."""
+    """carry + the sum of the elements of v [S] before each one."""
     return carry + tl.cumsum(v, 0) - v
 
 
