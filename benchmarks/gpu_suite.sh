@@ -17,7 +17,7 @@ step() {  # step NAME SECONDS CMD...
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/device.txt"
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" | tee -a "$OUT/device.txt"
 
-step render 120 python3 benchmarks/render.py --check --repeats 20 --json "$OUT/render.json"
+step render 150 python3 benchmarks/render.py --check --sweep --repeats 20 --json "$OUT/render.json"
 step synth_speed 90 python3 benchmarks/synth.py --device cuda --image-size 450 800 --scenes 4 --frames 25 --repeats 1
 step synth_data 60 python3 -m renderocc.cli synth --out $DATA --scenes 4 --frames 12 --image-size 450 800 \
   --device cuda --overwrite
@@ -31,5 +31,5 @@ step train 200 python3 benchmarks/train.py --dataroot $DATA --version v1.0-synth
 step stages 150 python3 benchmarks/train.py --dataroot $DATA --version v1.0-synthetic \
   --preset r50-256x704 swinb-512x1408 --batch-size 2 --num-workers 8 --stages
 step inference 120 python3 benchmarks/inference.py --dataroot $DATA --version v1.0-synthetic \
-  --preset r50-256x704 swinb-512x1408 --num-workers 8 --frames 48
+  --preset r50-256x704 swinb-512x1408 --num-workers 8
 tail -n 40 "$OUT/suite.log"
