@@ -102,15 +102,21 @@ def step(field, rays, grid, step_size, impl, cfg, weights, backward: bool = True
     return loss
 
 
-def time_fn(fn, leaves, repeats: int, device: str) -> tuple[float, float]:
-    """Median ms of fn() (gradients of leaves cleared before each call), and peak memory above the inputs
-    in MB (CUDA only)."""
+def cleared(fn, leaves):
+    """fn, called with the gradients of leaves cleared first (so a backward does not accumulate into them)."""
 
     def run():
         for t in leaves:
             t.grad = None
-        fn()
+        return fn()
 
+    return run
+
+
+def time_fn(fn, leaves, repeats: int, device: str) -> tuple[float, float]:
+    """Median ms of fn() (gradients of leaves cleared before each call), and peak memory above the inputs
+    in MB (CUDA only)."""
+    run = cleared(fn, leaves)
     for _ in range(2):
         run()
     times = []
@@ -240,13 +246,7 @@ CONFIGS = ((8, 1), (16, 1), (32, 1), (64, 2))  # (samples per step, warps per ra
 
 def step_busy_ms(field, rays, grid, step_size, impl, cfg, weights) -> float:
     """GPU-busy ms of forward + backward of rendering + losses (gradients cleared first, as time_step)."""
-
-    def run():
-        for t in field:
-            t.grad = None
-        step(field, rays, grid, step_size, impl, cfg, weights)
-
-    return gpu_busy_ms(run)
+    return gpu_busy_ms(cleared(lambda: step(field, rays, grid, step_size, impl, cfg, weights), field))
 
 
 def sweep(grid, step_size, rays_per_sample, classes, cfg, weights, repeats) -> list[dict]:

@@ -21,6 +21,11 @@ from renderocc.render import fused, volume_render  # noqa: E402
 GRID = VoxelGrid(lower=(-1.5, -1.0, -0.5), upper=(1.5, 1.0, 0.5), voxel_size=0.5)
 
 
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Relative error of a against the reference b (2-norms, in float64)."""
+    return ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-12)).item()
+
+
 def case(seed: int, density_scale: float, classes: int, skip: float, step: float) -> float:
     """Worst relative error over outputs and grid gradients for one random scene."""
     g = torch.Generator().manual_seed(seed)
@@ -41,11 +46,7 @@ def case(seed: int, density_scale: float, classes: int, skip: float, step: float
         outputs = (out.depth, out.semantics, out.opacity, out.distortion)
         sum((o * u).sum() for o, u in zip(outputs, upstream)).backward()
         results[impl] = (*outputs, d.grad, s.grad)
-    errors = [
-        ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-12)).item()
-        for a, b in zip(results["triton"], results["torch"])
-    ]
-    return max(errors)
+    return max(_rel(a, b) for a, b in zip(results["triton"], results["torch"]))
 
 
 def case_reference(seed: int, voxel_size: float, density_scale: float, classes: int) -> float:
@@ -87,11 +88,7 @@ def case_reference(seed: int, voxel_size: float, density_scale: float, classes: 
     assert (opacity > 0.999).any() and (opacity[mask] < 0.9).any(), "the case no longer covers stop and shell"
     if not torch.equal(results["triton"][-1], results["torch"][-1]):
         return float("inf")  # another set of kept samples
-    errors = [
-        ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-12)).item()
-        for a, b in zip(results["triton"][:-1], results["torch"][:-1])
-    ]
-    return max(errors)
+    return max(_rel(a, b) for a, b in zip(results["triton"][:-1], results["torch"][:-1]))
 
 
 def _render(impl, density, semantics, rays_o, rays_d, grid, step, upstream, **kwargs) -> tuple:
@@ -101,10 +98,6 @@ def _render(impl, density, semantics, rays_o, rays_d, grid, step, upstream, **kw
     outputs = (out.depth, out.semantics, out.opacity, out.distortion)
     loss = sum((o * u.to(o.dtype)).sum() for o, u in zip(outputs, upstream))
     return outputs, (d, s), loss, out.samples
-
-
-def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-12)).item()
 
 
 def edge_case(label: str, density, semantics, rays_o, rays_d, grid, step, upstream, **kwargs) -> bool:

@@ -61,13 +61,16 @@ class _FusedRender(torch.autograd.Function):
         sem = torch.empty(b, r, c, device=density.device, dtype=torch.float32)
         opacity, pairs, squares = torch.empty_like(depth), torch.empty_like(depth), torch.empty_like(depth)
         count = torch.empty(b, r, device=density.device, dtype=torch.int32)
-        render_fwd_kernel[(r, b)](
-            density, semantics, rays_o, rays_d, t_near, num_samples, t_table,
-            depth, sem, opacity, pairs, squares, count, r, c, *geometry,
+        # the backward replays the samples exactly as the forward took them
+        launch = dict(
             S=1 if reference else CHUNK, BLOCK_C=triton.next_power_of_2(c), REFERENCE=reference,
             num_warps=NUM_WARPS,
         )  # fmt: skip
-        ctx.geometry, ctx.reference = geometry, reference
+        render_fwd_kernel[(r, b)](
+            density, semantics, rays_o, rays_d, t_near, num_samples, t_table,
+            depth, sem, opacity, pairs, squares, count, r, c, *geometry, **launch,
+        )  # fmt: skip
+        ctx.geometry, ctx.launch = geometry, launch
         ctx.mark_non_differentiable(count)
         ctx.save_for_backward(
             density,
@@ -98,9 +101,7 @@ class _FusedRender(torch.autograd.Function):
         grad_semantics = torch.zeros_like(semantics)
         render_bwd_kernel[(r, b)](
             density, semantics, rays_o, rays_d, t_near, num_samples, t_table,
-            *outputs, *grads, grad_density, grad_semantics, r, c, *ctx.geometry,
-            S=1 if ctx.reference else CHUNK, BLOCK_C=triton.next_power_of_2(c), REFERENCE=ctx.reference,
-            num_warps=NUM_WARPS,
+            *outputs, *grads, grad_density, grad_semantics, r, c, *ctx.geometry, **ctx.launch,
         )  # fmt: skip
         return grad_density, grad_semantics, None, None, None, None, None, None, None
 

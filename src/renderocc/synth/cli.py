@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         overwrite=args.overwrite,
         pseudo=None if args.pseudo_labels is None else load_pseudo_config(args.pseudo_labels or None),
-        workers=args.workers or default_workers(),
+        workers=default_workers() if args.workers is None else args.workers,  # 0 is refused by generate
     )
     keyframes = args.scenes * args.frames
     elapsed = time.perf_counter() - start
