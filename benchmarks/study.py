@@ -99,6 +99,8 @@ SETTINGS: dict[str, tuple[str, dict]] = {
     ),
     "no-surface": ("2d", {"loss": {"surface": 0.0}, "data": REFERENCE_SAMPLING}),
     "no-line-of-sight": ("2d", {"loss": {"line_of_sight": 0.0}}),
+    # the line-of-sight term per crossed voxel, not per point (issue 19: free space above the surfaces)
+    "los-voxels": ("2d", {"loss": {"line_of_sight_per_voxel": True}}),
     # the all-voxel prior 10x stronger
     "free-space-1": ("2d", {"loss": {"free_space": 1.0}, "data": REFERENCE_SAMPLING}),
     "footprint-1": ("2d", {"loss": {"ground_footprint": 1}}),
@@ -488,7 +490,8 @@ def main() -> None:
     parser.add_argument(
         "--call-s", type=float, default=0.0,
         help="wall time of this call after which training checkpoints and the command exits with status "
-        f"{UNFINISHED}; the same command continues the runs (needs --budget-s 0); 0: none",
+        f"{UNFINISHED}; the same command continues the runs (needs --budget-s 0); 0: none. The stopped run "
+        "still validates and saves after it: leave a minute before any hard limit",
     )  # fmt: skip
     parser.add_argument("--val-every", type=int, default=400)
     parser.add_argument("--val-samples", type=int, default=32, help="frames of the periodic validation")

@@ -161,7 +161,7 @@ def rendered_losses(
         losses["free_space"] = cfg.free_space * free_space_prior(density, threshold)
     if cfg.line_of_sight:
         losses["line_of_sight"] = cfg.line_of_sight * line_of_sight_free_space(
-            density, batch, grid, threshold
+            density, batch, grid, threshold, per_voxel=cfg.line_of_sight_per_voxel
         )
     if cfg.surface:
         occupancy, semantic = surface_losses(

@@ -11,7 +11,9 @@ from renderocc.render import RenderOutput
 from renderocc.render.losses import (
     class_weights_from_counts,
     ends_outside_grid,
+    free_points,
     free_space_prior,
+    labelled_points,
     line_of_sight_free_space,
     rendered_rays,
     rendering_losses,
@@ -174,6 +176,46 @@ def _scattered_rays(rays: int, g: torch.Generator) -> dict[str, torch.Tensor]:
         "ray_class": torch.randint(0, 5, (1, rays), generator=g),
         "ray_valid": torch.rand(1, rays, generator=g) > 0.2,
     }
+
+
+def test_line_of_sight_per_voxel_pulls_each_crossed_voxel_once_in_float64():
+    g = torch.Generator().manual_seed(6)
+    density = (torch.rand(1, *LOS_GRID.shape, generator=g, dtype=torch.float64) * 20).requires_grad_()
+    batch = _scattered_rays(300, g)
+    torch.manual_seed(12)
+    loss = line_of_sight_free_space(density, batch, LOS_GRID, 8.5, samples_per_ray=4, per_voxel=True)
+    loss.backward()
+
+    # by hand, from the same draws: the voxels of the points in the box, less those of the LiDAR points
+    torch.manual_seed(12)
+    points, usable = free_points(batch, LOS_GRID, 4, random=True)
+    inside = LOS_GRID.contains(points) & usable.unsqueeze(-1)
+    crossed = {tuple(i) for i in LOS_GRID.points_to_index(points[inside]).tolist()}
+    ends = LOS_GRID.contains(labelled_points(batch)) & batch["ray_valid"]
+    crossed -= {tuple(i) for i in LOS_GRID.points_to_index(labelled_points(batch)[ends]).tolist()}
+    assert 50 < len(crossed) < density.numel() / 2
+    ix, iy, iz = torch.tensor(sorted(crossed)).unbind(-1)
+    values = density.detach()[0, ix, iy, iz]
+    torch.testing.assert_close(loss, F.softplus(values - 8.5).mean())
+    expected = torch.zeros_like(density)
+    expected[0, ix, iy, iz] = torch.sigmoid(values - 8.5) / len(crossed)  # each voxel once, however crossed
+    torch.testing.assert_close(density.grad, expected)
+
+
+def test_line_of_sight_per_voxel_leaves_a_voxel_that_another_ray_ends_in():
+    wall = torch.full((1, *LOS_GRID.shape), 30.0, dtype=torch.float64, requires_grad=True)
+    rays = {
+        "rays_o": torch.tensor([[[0.0, 0.0, 1.6], [0.0, 0.0, 1.6]]], dtype=torch.float64),
+        "rays_d": torch.tensor([[[1.0, 0.0, 0.0], [1.0, 0.0, 0.0]]], dtype=torch.float64),
+        "ray_depth": torch.tensor([[10.0, 5.2]], dtype=torch.float64),  # the second ends in voxel x = 5.2 m
+        "ray_class": torch.tensor([[15, 15]]),
+        "ray_valid": torch.tensor([[True, True]]),
+    }
+    line_of_sight_free_space(wall, rays, LOS_GRID, 8.5, samples_per_ray=64, per_voxel=True).backward()
+    pulled = wall.grad[0, :, 20, 2] > 0  # the row of voxels both rays run along (y = 0 m, z = 1.6 m)
+    assert pulled[20:26].all()  # x = 0.4 .. 4.4 m: crossed by both, ended in by neither
+    assert not pulled[26] and not pulled[32]  # the second ray's point (5.2 m), the wall (10 m)
+    assert wall.grad[0, :, :20].abs().sum() == 0 and wall.grad[0, :, 21:].abs().sum() == 0
 
 
 def test_ends_outside_grid_flags_labelled_rays_whose_point_leaves_the_box():

@@ -13,6 +13,7 @@ import renderocc.train as train_module
 from renderocc.checkpoint import latest_checkpoint, load_model, load_weights
 from renderocc.cli import main
 from renderocc.config import get_preset
+from renderocc.render.losses import line_of_sight_free_space
 from renderocc.train import NonFiniteLossError, TrainOptions, rendered_losses, train
 
 
@@ -42,6 +43,13 @@ def test_rays_to_points_outside_the_grid_are_left_to_the_free_space_terms():
     assert losses["line_of_sight"] != road_only["line_of_sight"]  # the roof's ray still crosses free space
     as_reference = preset.replace(loss=dict(render_outside_points=True))
     assert rendered_losses(density, semantics, batch, as_reference, weights)["depth"] != losses["depth"]
+
+    per_voxel = preset.replace(loss=dict(line_of_sight_per_voxel=True))
+    torch.manual_seed(0)  # the line-of-sight points are drawn afresh on every call
+    term = rendered_losses(density, semantics, batch, per_voxel, weights)["line_of_sight"]
+    torch.manual_seed(0)
+    term_alone = line_of_sight_free_space(density, batch, preset.grid, 8.5, per_voxel=True)
+    torch.testing.assert_close(term, preset.loss.line_of_sight * term_alone)
 
 
 def test_reference_convention_renders_only_rays_labelled_within_52_m():

@@ -132,7 +132,12 @@ def free_points(
 
 
 def line_of_sight_free_space(
-    density: torch.Tensor, batch: Batch, grid: VoxelGrid, threshold: float, samples_per_ray: int = 8
+    density: torch.Tensor,
+    batch: Batch,
+    grid: VoxelGrid,
+    threshold: float,
+    samples_per_ray: int = 8,
+    per_voxel: bool = False,
 ) -> torch.Tensor:
     """Mean softplus(density - threshold) at random points that labelled rays cross before their LiDAR point,
     clear of the surface it lies on; 0 if there are none.
@@ -142,17 +147,46 @@ def line_of_sight_free_space(
     its ray crosses free space up to the point, but the expected-depth loss barely notices a nearly
     transparent voxel (density 10 stops 1 % of a ray per metre under the metric convention) that the
     read-out counts as occupied.
-    The points are `free_points`, stratified.
+    The points are `free_points`, stratified, and the density between voxel centres trilinear.
+
+    per_voxel: the mean is over the voxels that hold the points instead (`crossed_voxels`), each voxel's own
+    density once, however many rays cross it. Per point, the voxels near the cameras that most rays cross
+    take most of the pull, and those few rays reach (high up, far out) hardly any, though the read-out
+    scores every voxel alike.
     """
     b, r, _ = batch["rays_o"].shape
     k = samples_per_ray
     points, usable = free_points(batch, grid, k, random=True)
+    if per_voxel:
+        dtype = torch.promote_types(density.dtype, torch.float32)
+        crossed = crossed_voxels(points, usable, batch, grid).to(dtype)
+        penalty = F.softplus(density.reshape(b, -1).to(dtype) - threshold)
+        return (penalty * crossed).sum() / crossed.sum().clamp_min(1)
     # grid_sample with align_corners=False and border padding is the renderer's voxel-centre convention
     coords = grid.normalize(points.to(density.dtype)).flip(-1).reshape(b, 1, r, k, 3)
     values = F.grid_sample(density.unsqueeze(1), coords, align_corners=False, padding_mode="border")
     values = values.view(b, r, k).to(torch.promote_types(density.dtype, torch.float32))
     penalty = F.softplus(values - threshold).mean(-1)
     return _masked_mean(penalty, usable)
+
+
+def crossed_voxels(points: torch.Tensor, usable: torch.Tensor, batch: Batch, grid: VoxelGrid) -> torch.Tensor:
+    """float32 [B, X * Y * Z]: 1 at the voxels that hold a free point (points [B, R, K, 3] of the usable rays
+    [B, R], from `free_points`) and no labelled ray's LiDAR point of the same sample, else 0.
+
+    A voxel that one ray crosses and another ends in (a pole, an edge seen from two frames) is left to the
+    surface term instead of being pulled both ways. Static shapes, no host sync: fit for CUDA graphs.
+    """
+    b = usable.shape[0]
+    size = math.prod(grid.shape)
+    crossed = torch.zeros(b, size, device=points.device)
+    take = grid.contains(points) & usable.unsqueeze(-1)
+    flat = grid.flat_index(grid.points_to_index(points)) * take  # voxel 0 where not taken, with value 0
+    crossed.scatter_reduce_(1, flat.flatten(1), take.flatten(1).float(), "amax")
+    ends = ends_inside_grid(batch, grid)
+    hit = grid.flat_index(grid.points_to_index(labelled_points(batch))) * ends
+    occupied = torch.zeros_like(crossed).scatter_reduce_(1, hit, ends.float(), "amax")
+    return crossed * (1 - occupied)
 
 
 def labelled_points(batch: Batch) -> torch.Tensor:
