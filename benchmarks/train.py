@@ -17,6 +17,12 @@ not hide.
 the data loader's wait, each stage timed on its own, and the marginal cost of rendering + 2D losses: the
 whole step less the same step without them. Timed alone, a stage pays its own host launch overhead; inside
 a step most of it hides behind GPU work already queued, so the marginal cost is the figure to quote.
+
+--weights RUN starts the network from a run's weights instead of its initialisation. The renderer's cost
+depends on the field: an untrained network's density is about even, so rays run far and keep many samples,
+while a trained one stops rays at their first surface and skips the free space, as in most of a real run.
+
+    python benchmarks/train.py --dataroot D --preset RUN/preset.json --batch-size 2 --stages --weights RUN
 """
 
 from __future__ import annotations
@@ -35,12 +41,12 @@ from pathlib import Path
 
 import torch
 
-from renderocc.config import get_preset
+from renderocc.checkpoint import load_weights
 from renderocc.data.batch import batch_to
 from renderocc.models import build_model
 from renderocc.models.info import counted_flops, peak_bf16_tflops
 from renderocc.render.losses import class_weights_from_counts
-from renderocc.train import compile_stages, forward_backward, param_groups, rendered_losses
+from renderocc.train import compile_stages, forward_backward, param_groups, rendered_losses, resolve_preset
 from renderocc.train_utils import distributed
 from renderocc.train_utils.cuda_graphs import GraphedLosses
 from renderocc.train_utils.data import open_index, train_loader
@@ -216,9 +222,18 @@ def sync_audit(step, batch: dict, raw, optimizer, ema, preset) -> collections.Co
 
 def bench(preset_name: str, batch_size: int, args, dist) -> dict:
     device = dist.device
-    preset = get_preset(preset_name).replace(train={"batch_size": batch_size})
+    preset = resolve_preset(preset_name).replace(train={"batch_size": batch_size})
     index = open_index(args.dataroot, args.version)
-    model = build_model(preset).to(device)
+    model = build_model(preset)
+    if args.weights:
+        try:
+            model.load_state_dict(load_weights(args.weights, "model"))
+        except RuntimeError as error:
+            raise SystemExit(
+                f"--weights {args.weights}: not a {preset_name} network; pass its run's preset.json as "
+                f"--preset ({error})"
+            ) from None
+    model = model.to(device)
     raw = model
     contexts = {}
     if dist.enabled:
@@ -289,6 +304,7 @@ def bench(preset_name: str, batch_size: int, args, dist) -> dict:
         "ranks": ranks,  # per process: (median ms of the step without all-reduce, median loader wait ms)
         "grad_mb": grad_mb,
         "preset": preset_name,
+        "weights": args.weights or "initialisation",
         "batch": batch_size,
         "gpus": dist.world_size,
         "step_ms": step,
@@ -340,7 +356,9 @@ def main() -> None:
     )
     parser.add_argument("--dataroot", required=True)
     parser.add_argument("--version", default=None)
-    parser.add_argument("--preset", nargs="+", default=["demo"])
+    parser.add_argument(
+        "--preset", nargs="+", default=["demo"], help="preset names, or preset JSONs such as RUN/preset.json"
+    )
     parser.add_argument("--batch-size", type=int, nargs="+", default=[2])
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
@@ -361,6 +379,9 @@ def main() -> None:
     parser.add_argument(
         "--profile", type=int, default=0, metavar="ROWS", help="print the top ROWS GPU kernels of a step"
     )
+    parser.add_argument(
+        "--weights", metavar="RUN", help="start from this run's (or checkpoint's) weights: a trained field"
+    )
     parser.add_argument("--json", help="write the rows to this file")
     args = parser.parse_args()
     dist = distributed.setup(args.device)
@@ -371,7 +392,8 @@ def main() -> None:
         name = torch.cuda.get_device_name(dist.device) if dist.device.type == "cuda" else "CPU"
         print(
             f"device: {name} x {dist.world_size}; step ms: median over rounds of {ROUND} steps queued back "
-            f"to back ({args.steps} steps after {args.warmup} warm-up), as `renderocc train` runs them"
+            f"to back ({args.steps} steps after {args.warmup} warm-up), as `renderocc train` runs them; "
+            f"weights: {args.weights or 'initialisation'}"
         )
         print(f"{'preset':<16}{'batch':>6}{'gpus':>5}{'step ms':>10}{'wait ms':>9}{'samples/s':>11}"
               f"{'rays/s':>11}{'peak GB':>9}{'TFLOP/s':>9}{'MFU':>7}")  # fmt: skip
