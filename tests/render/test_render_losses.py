@@ -213,7 +213,7 @@ def test_line_of_sight_per_voxel_leaves_a_voxel_that_another_ray_ends_in():
     }
     line_of_sight_free_space(wall, rays, LOS_GRID, 8.5, samples_per_ray=64, per_voxel=True).backward()
     pulled = wall.grad[0, :, 20, 2] > 0  # the row of voxels both rays run along (y = 0 m, z = 1.6 m)
-    assert pulled[20:26].all()  # x = 0.4 .. 4.4 m: crossed by both, ended in by neither
+    assert pulled[20:26].all()  # x = 0 .. 4.8 m: crossed by both, ended in by neither
     assert not pulled[26] and not pulled[32]  # the second ray's point (5.2 m), the wall (10 m)
     assert wall.grad[0, :, :20].abs().sum() == 0 and wall.grad[0, :, 21:].abs().sum() == 0
 
