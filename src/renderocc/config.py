@@ -105,7 +105,7 @@ class LossConfig:
     # line_of_sight_free_space); not in the reference
     line_of_sight: float = 1.0
     # 2D: the line-of-sight term's mean over the voxels its points fall in, each voxel once, instead of over
-    # the points (render.losses.crossed_voxels): voxels few rays cross (high up, far out) weigh as much as
+    # the points (render.losses.voxel_votes): voxels few rays cross (high up, far out) weigh as much as
     # those near the cameras. Opt-in until the r50 study shows it helps (`study.py --settings los-voxels`)
     line_of_sight_per_voxel: bool = False
     # 2D: the voxel holding each labelled ray's LiDAR point reads out occupied with the pixel's class

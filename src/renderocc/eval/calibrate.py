@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 
 import torch
@@ -27,10 +26,9 @@ from renderocc.config import PRESETS, Preset, get_preset
 from renderocc.core.grid import VoxelGrid
 from renderocc.data.batch import Batch, batch_to
 from renderocc.render.conventions import METRIC, convert_density
-from renderocc.render.losses import ends_inside_grid, free_points, labelled_points
+from renderocc.render.losses import FREE_VOTE, OCCUPIED_VOTE, free_points, voxel_votes
 from renderocc.train_utils.amp import autocast
 
-FREE_VOTE, OCCUPIED_VOTE = 1, 2
 DEFAULT_THRESHOLDS = tuple(x / 2 for x in range(4, 61))  # 2.0, 2.5, .., 30.0
 
 
@@ -39,26 +37,12 @@ def ray_votes(batch: Batch, grid: VoxelGrid, samples_per_ray: int = 64) -> torch
     LiDAR point, FREE_VOTE at voxels that labelled rays cross before it, 0 where no ray says anything.
 
     batch: rays_o, unit rays_d [B, R, 3] in the grid frame, ray_depth, ray_class, ray_valid [B, R]. Free
-    voxels are sampled at `samples_per_ray` evenly spaced `free_points` of each ray. A voxel that
-    one ray crosses and another ends in counts as occupied, as a LiDAR point does in Occ3D.
+    voxels are sampled at `samples_per_ray` evenly spaced `free_points` of each ray (`render.losses.
+    voxel_votes`, which the per-voxel line-of-sight term shares). A voxel that one ray crosses and another
+    ends in counts as occupied, as a LiDAR point does in Occ3D.
     """
-    b = batch["rays_o"].shape[0]
-    n = math.prod(grid.shape)
-    votes = torch.zeros(b, n + 1, dtype=torch.uint8, device=batch["rays_o"].device)  # slot n: unusable rays
-
     points, free = free_points(batch, grid, samples_per_ray, random=False)
-    inside = grid.contains(points) & free.unsqueeze(-1)
-    votes.scatter_(1, _flat_index(points, grid, inside).view(b, -1), FREE_VOTE)
-
-    hit = ends_inside_grid(batch, grid)
-    votes.scatter_(1, _flat_index(labelled_points(batch), grid, hit), OCCUPIED_VOTE)
-    return votes[:, :n]
-
-
-def _flat_index(points: torch.Tensor, grid: VoxelGrid, keep: torch.Tensor) -> torch.Tensor:
-    """Flat voxel index of points [..., 3] inside the grid; the spare slot X * Y * Z where not `keep`."""
-    flat = grid.flat_index(grid.points_to_index(points))
-    return torch.where(keep, flat, torch.full_like(flat, math.prod(grid.shape)))
+    return voxel_votes(points, free, batch, grid)
 
 
 def agreement_counts(density: torch.Tensor, votes: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:

@@ -149,17 +149,17 @@ def line_of_sight_free_space(
     read-out counts as occupied.
     The points are `free_points`, stratified, and the density between voxel centres trilinear.
 
-    per_voxel: the mean is over the voxels that hold the points instead (`crossed_voxels`), each voxel's own
-    density once, however many rays cross it. Per point, the voxels near the cameras that most rays cross
-    take most of the pull, and those few rays reach (high up, far out) hardly any, though the read-out
-    scores every voxel alike.
+    per_voxel: the mean is over the voxels that hold the points instead, each voxel's own density once,
+    however many rays cross it, less those where a labelled ray ends (`voxel_votes`: the surface term's).
+    Per point, the voxels near the cameras that most rays cross take most of the pull, and those few rays
+    reach (high up, far out) hardly any, though the read-out scores every voxel alike.
     """
     b, r, _ = batch["rays_o"].shape
     k = samples_per_ray
     points, usable = free_points(batch, grid, k, random=True)
     if per_voxel:
         dtype = torch.promote_types(density.dtype, torch.float32)
-        crossed = crossed_voxels(points, usable, batch, grid).to(dtype)
+        crossed = (voxel_votes(points, usable, batch, grid) == FREE_VOTE).to(dtype)
         penalty = F.softplus(density.reshape(b, -1).to(dtype) - threshold)
         return (penalty * crossed).sum() / crossed.sum().clamp_min(1)
     # grid_sample with align_corners=False and border padding is the renderer's voxel-centre convention
@@ -170,23 +170,31 @@ def line_of_sight_free_space(
     return _masked_mean(penalty, usable)
 
 
-def crossed_voxels(points: torch.Tensor, usable: torch.Tensor, batch: Batch, grid: VoxelGrid) -> torch.Tensor:
-    """float32 [B, X * Y * Z]: 1 at the voxels that hold a free point (points [B, R, K, 3] of the usable rays
-    [B, R], from `free_points`) and no labelled ray's LiDAR point of the same sample, else 0.
+FREE_VOTE, OCCUPIED_VOTE = 1, 2  # what the labelled rays say of a voxel (`voxel_votes`); 0: nothing
 
-    A voxel that one ray crosses and another ends in (a pole, an edge seen from two frames) is left to the
-    surface term instead of being pulled both ways. Static shapes, no host sync: fit for CUDA graphs.
+
+def voxel_votes(points: torch.Tensor, usable: torch.Tensor, batch: Batch, grid: VoxelGrid) -> torch.Tensor:
+    """uint8 [B, X * Y * Z] (flattened like the grid): OCCUPIED_VOTE at voxels that hold a labelled ray's
+    LiDAR point, FREE_VOTE at the voxels of the free points [B, R, K, 3] of the usable rays [B, R] (from
+    `free_points`), 0 where no ray says anything.
+
+    A voxel that one ray crosses and another ends in counts as occupied, as a LiDAR point does in Occ3D (a
+    pole, an edge seen from two frames). Static shapes, no host sync: fit for CUDA graphs.
     """
     b = usable.shape[0]
-    size = math.prod(grid.shape)
-    crossed = torch.zeros(b, size, device=points.device)
-    take = grid.contains(points) & usable.unsqueeze(-1)
-    flat = grid.flat_index(grid.points_to_index(points)) * take  # voxel 0 where not taken, with value 0
-    crossed.scatter_reduce_(1, flat.flatten(1), take.flatten(1).float(), "amax")
-    ends = ends_inside_grid(batch, grid)
-    hit = grid.flat_index(grid.points_to_index(labelled_points(batch))) * ends
-    occupied = torch.zeros_like(crossed).scatter_reduce_(1, hit, ends.float(), "amax")
-    return crossed * (1 - occupied)
+    n = math.prod(grid.shape)
+    votes = torch.zeros(b, n + 1, dtype=torch.uint8, device=points.device)  # slot n: what is not taken
+    inside = grid.contains(points) & usable.unsqueeze(-1)
+    votes.scatter_(1, _flat_index(points, grid, inside).view(b, -1), FREE_VOTE)
+    hit = ends_inside_grid(batch, grid)
+    votes.scatter_(1, _flat_index(labelled_points(batch), grid, hit), OCCUPIED_VOTE)
+    return votes[:, :n]
+
+
+def _flat_index(points: torch.Tensor, grid: VoxelGrid, keep: torch.Tensor) -> torch.Tensor:
+    """Flat voxel index of points [..., 3] inside the grid; the spare slot X * Y * Z where not `keep`."""
+    flat = grid.flat_index(grid.points_to_index(points))
+    return torch.where(keep, flat, torch.full_like(flat, math.prod(grid.shape)))
 
 
 def labelled_points(batch: Batch) -> torch.Tensor:
