@@ -41,7 +41,7 @@ from pathlib import Path
 
 import torch
 
-from renderocc.checkpoint import load_weights
+from renderocc.checkpoint import check_compatible, load_weights
 from renderocc.data.batch import batch_to
 from renderocc.models import build_model
 from renderocc.models.info import counted_flops, peak_bf16_tflops
@@ -226,13 +226,14 @@ def bench(preset_name: str, batch_size: int, args, dist) -> dict:
     index = open_index(args.dataroot, args.version)
     model = build_model(preset)
     if args.weights:
-        try:
-            model.load_state_dict(load_weights(args.weights, "model"))
-        except RuntimeError as error:
-            raise SystemExit(
-                f"--weights {args.weights}: not a {preset_name} network; pass its run's preset.json as "
-                f"--preset ({error})"
-            ) from None
+        state = load_weights(args.weights, "model")
+        check_compatible(
+            model,
+            state,
+            f"--weights {args.weights}",
+            fix=f"not {preset_name}'s network: pass RUN/preset.json as --preset",
+        )
+        model.load_state_dict(state)
     model = model.to(device)
     raw = model
     contexts = {}
