@@ -47,8 +47,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
 
-    model, preset = load_model(args.checkpoint, device=args.device)
-    model.eval()
+    model, preset = load_model(args.checkpoint, device=args.device)  # in eval mode
     if args.readout:
         preset = preset.with_readout(load_readout(args.readout))
     # every labelled ray of each frame votes, not the training's sample of them
