@@ -410,13 +410,15 @@ def tables(results: list[dict], reference: str | None, base: Preset) -> str:
     def fmt(value) -> str:
         return "-" if value is None or math.isnan(value) else f"{value:.1f}"  # class absent from both
 
-    ref = next((r["miou"] for r in results if r["setting"] == reference), None)
+    # each result against the reference setting's at the same number of steps
+    refs = {r["steps"]: r for r in results if r["setting"] == reference}
     lines = [
         "| setting | supervision | read-out | steps | mIoU | RayIoU | mIoU vs " + (reference or "-") + " |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in results:
-        ratio = f"{100 * r['miou'] / ref:.0f}%" if ref else "-"
+        ref = refs.get(r["steps"])
+        ratio = f"{100 * r['miou'] / ref['miou']:.0f}%" if ref else "-"
         threshold = readout(r["readout"], r, base) if "readout" in r else "-"
         lines.append(
             f"| {label(r)} | {r['supervision']} | {threshold} | {r['steps']} | {fmt(r['miou'])} | "
@@ -425,9 +427,8 @@ def tables(results: list[dict], reference: str | None, base: Preset) -> str:
     calibrated = [r for r in results if r.get("calibrated")]
     if calibrated:
         # each read-out against the reference setting's own under the same rule (one threshold / per layer)
-        ref_cal = next((r["calibrated"] for r in calibrated if r["setting"] == reference), None)
-
-        def versus(miou: float, kind: str) -> str:
+        def versus(miou: float, kind: str, steps: int) -> str:
+            ref_cal = refs[steps].get("calibrated") if steps in refs else None
             base = ref_cal and (
                 ref_cal["miou"] if kind == "global" else ref_cal.get("per_layer", {}).get("miou")
             )
@@ -443,13 +444,14 @@ def tables(results: list[dict], reference: str | None, base: Preset) -> str:
             c = r["calibrated"]
             lines.append(
                 f"| {label(r)} | {r['steps']} | {readout(c['agreement']['threshold'], r, base)} | "
-                f"{fmt(c['miou'])} | {fmt(c.get('rayiou'))} | {versus(c['miou'], 'global')} |"
+                f"{fmt(c['miou'])} | {fmt(c.get('rayiou'))} | {versus(c['miou'], 'global', r['steps'])} |"
             )
             if "per_layer" in c:
                 layers = " ".join(f"{t:g}" for t in c["agreement"]["layer_thresholds"])
+                per_layer = c["per_layer"]
                 lines.append(
-                    f"| {label(r)} | {r['steps']} | per z layer: {layers} | {fmt(c['per_layer']['miou'])} | "
-                    f"{fmt(c['per_layer'].get('rayiou'))} | {versus(c['per_layer']['miou'], 'per layer')} |"
+                    f"| {label(r)} | {r['steps']} | per z layer: {layers} | {fmt(per_layer['miou'])} | "
+                    f"{fmt(per_layer.get('rayiou'))} | {versus(per_layer['miou'], 'per layer', r['steps'])} |"
                 )
     names = OCC3D_CLASSES[:17]
     lines += ["", "| setting | steps | " + " | ".join(names) + " |", "|---" * (len(names) + 2) + "|"]
