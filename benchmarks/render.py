@@ -10,6 +10,11 @@ graphs, and all but each term beside the renderer's own, with wall and GPU-busy 
 
     PYTHONPATH=src python benchmarks/render.py [--check] [--convention reference] [--json out.json]
 
+--dataroot D (a prepared dataset, e.g. the study's /tmp/st/data) also times the 2D losses on a real training
+batch: its rays through the network's field (its initialisation, or a trained one with --weights RUN), and the
+same rays through the synthetic fields, with the samples each ray keeps. The synthetic rays and fields
+understate a training step's cost: real rays cross more of the grid, and a network's field keeps more samples.
+
 --convention reference times the published release's conventions (render/conventions.py) instead of this
 project's metric ones: samples from the ray origin out to the 39 m sphere and its background shell.
 --sweep times the fused kernels per (samples per step of a ray's loop, warps per ray) on batch 1 and keeps the
@@ -31,7 +36,7 @@ from dataclasses import replace
 import torch
 import torch.nn.functional as F
 
-from renderocc.config import LossConfig, get_preset
+from renderocc.config import LossConfig, Preset, get_preset
 from renderocc.core.grid import VoxelGrid
 from renderocc.render import fused, volume_render
 from renderocc.render.losses import (
@@ -169,7 +174,7 @@ def gpu_busy_ms(fn, repeats: int = 5, table: str = "") -> float:
 
 
 def time_training_terms(
-    preset_name: str, field, rays, weights, repeats: int, device: str, kernels: bool = False
+    preset: str | Preset, field, rays, weights, repeats: int, device: str, kernels: bool = False
 ) -> list[dict]:
     """Forward + backward of the 2D losses of a training step (`train.rendered_losses` with the preset's
     losses, bf16 autocast on CUDA): all together (also as CUDA graphs, on CUDA) and all but each term.
@@ -177,7 +182,8 @@ def time_training_terms(
     show. A term's cost is "all 2D losses" less "all but" it."""
     from renderocc.train import rendered_losses
 
-    base = get_preset(preset_name).replace(render={"convention": CONVENTION})
+    base = get_preset(preset) if isinstance(preset, str) else preset
+    base = base.replace(render={"convention": CONVENTION})
     extra = ("free_space", "line_of_sight", "surface")  # the terms beside the renderer's own
     settings = {
         "all 2D losses": base.loss,
@@ -290,6 +296,55 @@ def profile(grid, step_size, rays_per_sample, classes, cfg, weights) -> None:
         print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=12, max_name_column_width=60))
 
 
+def real_batch_terms(args, weights_fn, repeats: int) -> list[dict]:
+    """The 2D losses of a training batch (batch 2) from --dataroot: their rays through the network's field
+    and through the synthetic ones, with each ray's kept samples (RenderOutput.samples)."""
+    from renderocc.checkpoint import check_compatible, load_weights
+    from renderocc.data.batch import batch_to
+    from renderocc.models import build_model
+    from renderocc.train import resolve_preset
+    from renderocc.train_utils.data import open_index, train_loader
+
+    preset = resolve_preset(args.preset)
+    index = open_index(args.dataroot, args.version)
+    model = build_model(preset)
+    if args.weights:
+        state = load_weights(args.weights, "model")
+        check_compatible(model, state, f"--weights {args.weights}", fix="pass RUN/preset.json as --preset")
+        model.load_state_dict(state)
+    model = model.to(args.device).eval()
+    weights = weights_fn(torch.as_tensor(index.class_counts)).to(args.device)
+    loader = train_loader(index, preset.data, 2, 2, 0, 0, 0, 1, pin_memory=args.device == "cuda")
+    batch = batch_to(next(iter(loader)), torch.device(args.device))
+    with torch.no_grad(), torch.autocast(args.device, dtype=torch.bfloat16, enabled=args.device == "cuda"):
+        outputs = model(batch)
+    network = tuple(outputs[k].float().detach().requires_grad_() for k in ("density", "semantics"))
+    grid, r = preset.grid, preset.render
+    classes = network[1].shape[-1]
+    fields = {
+        "network" + (" (--weights)" if args.weights else " (initial)"): network,
+        "trained-like": make_field("trained", grid, 2, classes, args.device, seed=2),
+        "fresh": make_field("fresh", grid, 2, classes, args.device, seed=2),
+    }
+    rows = []
+    for name, field in fields.items():
+        valid = batch["ray_valid"]
+        with torch.no_grad():
+            out = volume_render(
+                *field, batch["rays_o"], batch["rays_d"], grid, r.step_size, r.density_shift,
+                r.skip_threshold, convention=CONVENTION, ray_mask=valid,
+            )  # fmt: skip
+        kept = out.samples[valid].float()
+        print(
+            f"real rays, {name} field: {kept.mean():.1f} kept samples per ray (90th percentile "
+            f"{kept.quantile(0.9):.0f}), opacity {out.opacity[valid].mean():.2f}",
+            flush=True,
+        )
+        for row in time_training_terms(preset, field, batch, weights, repeats, args.device):
+            rows.append(dict(field=name, batch=2, kept_samples=float(kept.mean()), **row))
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -301,6 +356,12 @@ def main() -> int:
     parser.add_argument(
         "--convention", default="metric", choices=("metric", "reference"), help="render.convention to time"
     )
+    parser.add_argument("--dataroot", help="also time the 2D losses on a real training batch from here")
+    parser.add_argument("--version", default=None, help="the dataset's version (with --dataroot)")
+    parser.add_argument(
+        "--preset", default="r50-256x704", help="with --dataroot: preset name or RUN/preset.json"
+    )
+    parser.add_argument("--weights", metavar="RUN", help="with --dataroot: the network's trained weights")
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args()
     global CONVENTION
@@ -388,6 +449,13 @@ def main() -> int:
     for r in results["training_terms"]:
         cells = f"{r['median_ms']:10.2f} {r['gpu_busy_ms']:12.2f} {r['peak_extra_mb']:9.1f}"
         print(f"{r['terms']:52s} {r['field']:8s} {r['batch']:2d} {cells}")
+    if args.dataroot:
+        results["real_batch_terms"] = real_batch_terms(args, class_weights_from_counts, args.repeats)
+        print(f"\n2D losses of a real training batch ({args.preset}, batch 2), forward + backward")
+        print(f"{'losses':30s} {'field':22s} {'kept/ray':>9s} {'median ms':>10s} {'GPU busy ms':>12s}")
+        for r in results["real_batch_terms"]:
+            cells = f"{r['kept_samples']:9.1f} {r['median_ms']:10.2f} {r['gpu_busy_ms']:12.2f}"
+            print(f"{r['terms']:30s} {r['field']:22s} {cells}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)
