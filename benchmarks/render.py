@@ -296,7 +296,7 @@ def profile(grid, step_size, rays_per_sample, classes, cfg, weights) -> None:
         print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=12, max_name_column_width=60))
 
 
-def real_batch_terms(args, weights_fn, repeats: int) -> list[dict]:
+def real_batch_terms(args: argparse.Namespace) -> list[dict]:
     """The 2D losses of a training batch (batch 2) from --dataroot: their rays through the network's field
     and through the synthetic ones, with each ray's kept samples (RenderOutput.samples)."""
     from renderocc.checkpoint import check_compatible, load_weights
@@ -313,7 +313,7 @@ def real_batch_terms(args, weights_fn, repeats: int) -> list[dict]:
         check_compatible(model, state, f"--weights {args.weights}", fix="pass RUN/preset.json as --preset")
         model.load_state_dict(state)
     model = model.to(args.device).eval()
-    weights = weights_fn(torch.as_tensor(index.class_counts)).to(args.device)
+    weights = class_weights_from_counts(torch.as_tensor(index.class_counts)).to(args.device)
     loader = train_loader(index, preset.data, 2, 2, 0, 0, 0, 1, pin_memory=args.device == "cuda")
     batch = batch_to(next(iter(loader)), torch.device(args.device))
     with torch.no_grad(), torch.autocast(args.device, dtype=torch.bfloat16, enabled=args.device == "cuda"):
@@ -340,7 +340,7 @@ def real_batch_terms(args, weights_fn, repeats: int) -> list[dict]:
             f"{kept.quantile(0.9):.0f}), opacity {out.opacity[valid].mean():.2f}",
             flush=True,
         )
-        for row in time_training_terms(preset, field, batch, weights, repeats, args.device):
+        for row in time_training_terms(preset, field, batch, weights, args.repeats, args.device):
             rows.append(dict(field=name, batch=2, kept_samples=float(kept.mean()), **row))
     return rows
 
@@ -450,7 +450,7 @@ def main() -> int:
         cells = f"{r['median_ms']:10.2f} {r['gpu_busy_ms']:12.2f} {r['peak_extra_mb']:9.1f}"
         print(f"{r['terms']:52s} {r['field']:8s} {r['batch']:2d} {cells}")
     if args.dataroot:
-        results["real_batch_terms"] = real_batch_terms(args, class_weights_from_counts, args.repeats)
+        results["real_batch_terms"] = real_batch_terms(args)
         print(f"\n2D losses of a real training batch ({args.preset}, batch 2), forward + backward")
         print(f"{'losses':30s} {'field':22s} {'kept/ray':>9s} {'median ms':>10s} {'GPU busy ms':>12s}")
         for r in results["real_batch_terms"]:
