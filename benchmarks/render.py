@@ -296,9 +296,44 @@ def profile(grid, step_size, rays_per_sample, classes, cfg, weights) -> None:
         print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=12, max_name_column_width=60))
 
 
-def real_batch_terms(args: argparse.Namespace) -> list[dict]:
-    """The 2D losses of a training batch (batch 2) from --dataroot: their rays through the network's field
-    and through the synthetic ones, with each ray's kept samples (RenderOutput.samples)."""
+SKIP_THRESHOLDS = (1e-5, 1e-4, 1e-3)  # besides the preset's: what a coarser skip would keep and change
+
+
+def render_batch(field, batch: dict, preset: Preset, skip_threshold: float):
+    """RenderOutput of the batch's valid rays through field (no gradients), at this skip threshold."""
+    r = preset.render
+    with torch.no_grad():
+        return volume_render(
+            *field, batch["rays_o"], batch["rays_d"], preset.grid, r.step_size, r.density_shift,
+            skip_threshold, convention=CONVENTION, ray_mask=batch["ray_valid"],
+        )  # fmt: skip
+
+
+def skip_sweep(field, batch: dict, preset: Preset) -> list[dict]:
+    """Kept samples per ray at coarser skip thresholds, and how far depth and the argmax class move from the
+    preset's threshold: what fewer samples would cost the rendered outputs (not the gradients)."""
+    valid = batch["ray_valid"]
+    base = render_batch(field, batch, preset, preset.render.skip_threshold)
+    rows = []
+    for threshold in (preset.render.skip_threshold, *SKIP_THRESHOLDS):
+        out = render_batch(field, batch, preset, threshold)
+        moved = (out.depth - base.depth)[valid].abs()
+        same = (out.semantics.argmax(-1) == base.semantics.argmax(-1))[valid].float().mean()
+        kept = float(out.samples[valid].float().mean())
+        rows.append(dict(skip_threshold=threshold, kept_samples=kept, depth_moved_mean=float(moved.mean()),
+                         depth_moved_max=float(moved.max()), same_class=float(same)))  # fmt: skip
+        print(
+            f"skip threshold {threshold:g}: {kept:.1f} kept samples per ray, depth moved {moved.mean():.4f} "
+            f"m (max {moved.max():.3f}), argmax class unchanged on {same:.2%} of rays",
+            flush=True,
+        )
+    return rows
+
+
+def real_batch_terms(args: argparse.Namespace) -> dict:
+    """The 2D losses of a training batch (batch 2) from --dataroot: its rays through the network's field
+    and through the synthetic ones, with each ray's kept samples (RenderOutput.samples); and the network
+    field's kept samples at coarser skip thresholds (`skip_sweep`)."""
     from renderocc.checkpoint import check_compatible, load_weights
     from renderocc.data.batch import batch_to
     from renderocc.models import build_model
@@ -319,7 +354,7 @@ def real_batch_terms(args: argparse.Namespace) -> list[dict]:
     with torch.no_grad(), torch.autocast(args.device, dtype=torch.bfloat16, enabled=args.device == "cuda"):
         outputs = model(batch)
     network = tuple(outputs[k].float().detach().requires_grad_() for k in ("density", "semantics"))
-    grid, r = preset.grid, preset.render
+    grid = preset.grid
     classes = network[1].shape[-1]
     fields = {
         "network" + (" (--weights)" if args.weights else " (initial)"): network,
@@ -329,11 +364,7 @@ def real_batch_terms(args: argparse.Namespace) -> list[dict]:
     rows = []
     for name, field in fields.items():
         valid = batch["ray_valid"]
-        with torch.no_grad():
-            out = volume_render(
-                *field, batch["rays_o"], batch["rays_d"], grid, r.step_size, r.density_shift,
-                r.skip_threshold, convention=CONVENTION, ray_mask=valid,
-            )  # fmt: skip
+        out = render_batch(field, batch, preset, preset.render.skip_threshold)
         kept = out.samples[valid].float()
         print(
             f"real rays, {name} field: {kept.mean():.1f} kept samples per ray (90th percentile "
@@ -342,7 +373,7 @@ def real_batch_terms(args: argparse.Namespace) -> list[dict]:
         )
         for row in time_training_terms(preset, field, batch, weights, args.repeats, args.device):
             rows.append(dict(field=name, batch=2, kept_samples=float(kept.mean()), **row))
-    return rows
+    return {"terms": rows, "skip_sweep": skip_sweep(network, batch, preset)}
 
 
 def main() -> int:
@@ -450,10 +481,10 @@ def main() -> int:
         cells = f"{r['median_ms']:10.2f} {r['gpu_busy_ms']:12.2f} {r['peak_extra_mb']:9.1f}"
         print(f"{r['terms']:52s} {r['field']:8s} {r['batch']:2d} {cells}")
     if args.dataroot:
-        results["real_batch_terms"] = real_batch_terms(args)
+        results["real_batch"] = real_batch_terms(args)
         print(f"\n2D losses of a real training batch ({args.preset}, batch 2), forward + backward")
         print(f"{'losses':30s} {'field':22s} {'kept/ray':>9s} {'median ms':>10s} {'GPU busy ms':>12s}")
-        for r in results["real_batch_terms"]:
+        for r in results["real_batch"]["terms"]:
             cells = f"{r['kept_samples']:9.1f} {r['median_ms']:10.2f} {r['gpu_busy_ms']:12.2f}"
             print(f"{r['terms']:30s} {r['field']:22s} {cells}")
     if args.json:
