@@ -334,7 +334,7 @@ def real_batch_terms(args: argparse.Namespace) -> dict:
     """The 2D losses of a training batch (batch 2) from --dataroot: its rays through the network's field
     and through the synthetic ones, with each ray's kept samples (RenderOutput.samples); and the network
     field's kept samples at coarser skip thresholds (`skip_sweep`)."""
-    from renderocc.checkpoint import check_compatible, load_weights
+    from renderocc.checkpoint import load_model
     from renderocc.data.batch import batch_to
     from renderocc.models import build_model
     from renderocc.train import resolve_preset
@@ -342,12 +342,10 @@ def real_batch_terms(args: argparse.Namespace) -> dict:
 
     preset = resolve_preset(args.preset)
     index = open_index(args.dataroot, args.version)
-    model = build_model(preset)
-    if args.weights:
-        state = load_weights(args.weights, "model")
-        check_compatible(model, state, f"--weights {args.weights}", fix="pass RUN/preset.json as --preset")
-        model.load_state_dict(state)
-    model = model.to(args.device).eval()
+    if args.weights:  # refused, naming the keys, when they do not fit the preset's network
+        model = load_model(args.weights, preset, "model", args.device)[0]
+    else:
+        model = build_model(preset).to(args.device).eval()
     weights = class_weights_from_counts(torch.as_tensor(index.class_counts)).to(args.device)
     loader = train_loader(index, preset.data, 2, 2, 0, 0, 0, 1, pin_memory=args.device == "cuda")
     batch = batch_to(next(iter(loader)), torch.device(args.device))

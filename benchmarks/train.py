@@ -41,7 +41,7 @@ from pathlib import Path
 
 import torch
 
-from renderocc.checkpoint import check_compatible, load_weights
+from renderocc.checkpoint import load_model
 from renderocc.data.batch import batch_to
 from renderocc.models import build_model
 from renderocc.models.info import counted_flops, peak_bf16_tflops
@@ -224,16 +224,8 @@ def bench(preset_name: str, batch_size: int, args, dist) -> dict:
     device = dist.device
     preset = resolve_preset(preset_name).replace(train={"batch_size": batch_size})
     index = open_index(args.dataroot, args.version)
-    model = build_model(preset)
-    if args.weights:
-        state = load_weights(args.weights, "model")
-        check_compatible(
-            model,
-            state,
-            f"--weights {args.weights}",
-            fix=f"not {preset_name}'s network: pass RUN/preset.json as --preset",
-        )
-        model.load_state_dict(state)
+    # a trained field: the run's weights, refused (naming the keys) when they do not fit the preset's network
+    model = load_model(args.weights, preset, "model")[0].train() if args.weights else build_model(preset)
     model = model.to(device)
     raw = model
     contexts = {}
