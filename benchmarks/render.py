@@ -174,7 +174,7 @@ def gpu_busy_ms(fn, repeats: int = 5, table: str = "") -> float:
 
 
 def time_training_terms(
-    preset: str | Preset, field, rays, weights, repeats: int, device: str, kernels: bool = False
+    preset: Preset, field, rays, weights, repeats: int, device: str, kernels: bool = False
 ) -> list[dict]:
     """Forward + backward of the 2D losses of a training step (`train.rendered_losses` with the preset's
     losses, bf16 autocast on CUDA): all together (also as CUDA graphs, on CUDA) and all but each term.
@@ -182,8 +182,7 @@ def time_training_terms(
     show. A term's cost is "all 2D losses" less "all but" it."""
     from renderocc.train import rendered_losses
 
-    base = get_preset(preset) if isinstance(preset, str) else preset
-    base = base.replace(render={"convention": CONVENTION})
+    base = preset.replace(render={"convention": CONVENTION})
     extra = ("free_space", "line_of_sight", "surface")  # the terms beside the renderer's own
     settings = {
         "all 2D losses": base.loss,
@@ -313,10 +312,11 @@ def skip_sweep(field, batch: dict, preset: Preset) -> list[dict]:
     """Kept samples per ray at coarser skip thresholds, and how far depth and the argmax class move from the
     preset's threshold: what fewer samples would cost the rendered outputs (not the gradients)."""
     valid = batch["ray_valid"]
-    base = render_batch(field, batch, preset, preset.render.skip_threshold)
+    thresholds = (preset.render.skip_threshold, *SKIP_THRESHOLDS)
+    outs = [render_batch(field, batch, preset, threshold) for threshold in thresholds]
+    base = outs[0]
     rows = []
-    for threshold in (preset.render.skip_threshold, *SKIP_THRESHOLDS):
-        out = render_batch(field, batch, preset, threshold)
+    for threshold, out in zip(thresholds, outs):
         moved = (out.depth - base.depth)[valid].abs()
         same = (out.semantics.argmax(-1) == base.semantics.argmax(-1))[valid].float().mean()
         kept = float(out.samples[valid].float().mean())
@@ -459,7 +459,7 @@ def main() -> int:
             # the training step's 2D losses (the fused renderer on CUDA)
             impl = "triton" if args.device == "cuda" else "torch"
             for row in time_training_terms(
-                preset_name, field, rays, weights, args.repeats, args.device, args.profile
+                get_preset(preset_name), field, rays, weights, args.repeats, args.device, args.profile
             ):
                 results["training_terms"].append(dict(field=kind, batch=batch, impl=impl, **row))
     setting = (
