@@ -20,6 +20,7 @@ coarse demo model's output is upsampled (nearest) to it, and `renderocc eval --p
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 from pathlib import Path
 
@@ -143,26 +144,19 @@ class Predictor:
         threshold = preset.readout_threshold()  # per-layer thresholds made a tensor once, outside any graph
         per_layer = not isinstance(threshold, int | float)
         self.threshold = torch.tensor(threshold, device=device) if per_layer else threshold
+        # a function of its own state, not a bound method: a Predictor that held itself through its graph
+        # would outlive its last use until Python's cycle collector, and when that runs in a data loader
+        # worker forked meanwhile, the worker's copy of the CUDA graph fails to free itself (a warning)
+        labels_of = functools.partial(
+            _labels_of, model, preset, self.threshold, out_grid, device, self.stream
+        )
         graphed = cuda_graphs and device.type == "cuda"
-        self._labels = GraphedCall(self._labels_of, model) if graphed else self._labels_of
+        self._labels = GraphedCall(labels_of, model) if graphed else labels_of
         # (token, camera, history entries) of the last frame: on CUDA the entries are a graph's outputs,
         # valid until that graph's next replay, which copies them in as its inputs first
         self._last: tuple[str, torch.Tensor, dict[str, torch.Tensor]] | None = None
         self._last_token: str | None = None  # for the error when a streaming loader's order was broken
         self.reused = 0  # frames whose history frame came from the previous call
-
-    def _labels_of(self, batch: dict) -> dict[str, torch.Tensor]:
-        from renderocc.eval.miou import resample_labels
-        from renderocc.models import occupancy_readout
-        from renderocc.train_utils.amp import autocast
-
-        streamed = "history_features" in batch
-        history = {k: batch[f"history_{k}"] for k in self.history_keys} if streamed else None
-        with autocast(self.device, self.preset.train.amp):
-            out = self.model(batch, history, return_history=self.stream)
-        labels = occupancy_readout(out["density"].float(), out["semantics"].float(), self.threshold)
-        labels = {"labels": resample_labels(labels, self.preset.grid, self.out_grid)}
-        return labels | {f"history_{k}": v for k, v in out.get("history", {}).items()}
 
     @torch.no_grad()
     def __call__(self, batch: dict) -> torch.Tensor:
@@ -205,6 +199,29 @@ class Predictor:
             return None
         self.reused += 1
         return entries
+
+
+def _labels_of(
+    model: torch.nn.Module,
+    preset: Preset,
+    threshold: float | torch.Tensor,
+    out_grid: VoxelGrid,
+    device: torch.device,
+    stream: bool,
+    batch: dict,
+) -> dict[str, torch.Tensor]:
+    """The labels [B, *out_grid.shape] of a device batch, and with `stream` its frame's history entries."""
+    from renderocc.eval.miou import resample_labels
+    from renderocc.models import occupancy_readout
+    from renderocc.models.view_transformer import HISTORY
+    from renderocc.train_utils.amp import autocast
+
+    history = {k: batch[f"history_{k}"] for k in HISTORY} if "history_features" in batch else None
+    with autocast(device, preset.train.amp):
+        out = model(batch, history, return_history=stream)
+    labels = occupancy_readout(out["density"].float(), out["semantics"].float(), threshold)
+    labels = {"labels": resample_labels(labels, preset.grid, out_grid)}
+    return labels | {f"history_{k}": v for k, v in out.get("history", {}).items()}
 
 
 def _camera(batch: dict, t: int) -> torch.Tensor:

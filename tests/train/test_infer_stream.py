@@ -5,7 +5,9 @@ loader leaves those images out."""
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
+import weakref
 
 import numpy as np
 import pytest
@@ -85,6 +87,21 @@ def test_history_features_are_used(scenes):
         own = model(full[1])["density"]
         assert torch.equal(model(full[1], right)["density"], own)
         assert not torch.equal(model(full[1], wrong)["density"], own)
+
+
+def test_predictor_is_freed_by_its_last_reference():
+    """No Predictor holds itself (its labels function is not a bound method), so it is freed when dropped:
+    left to the cycle collector, its CUDA graph could be freed in a loader worker forked meanwhile, which
+    fails."""
+    preset = get_preset("demo")
+    gc.disable()
+    try:
+        predict = Predictor(build_model(preset), preset, VoxelGrid(voxel_size=0.4), CPU)
+        dropped = weakref.ref(predict)
+        del predict
+        assert dropped() is None
+    finally:
+        gc.enable()
 
 
 def test_streaming_loader_needs_its_order(scenes):
