@@ -15,6 +15,9 @@ batch: its rays through the network's field (its initialisation, or a trained on
 same rays through the synthetic fields, with the samples each ray keeps. The synthetic rays and fields
 understate a training step's cost: real rays cross more of the grid, and a network's field keeps more samples.
 
+--rays N [N ...] and --batch B [B ...] time other ray budgets and batch sizes (every combination, in one
+call): the renderer's cost grows with the samples the rays keep, so the ray budget is the recipe's lever.
+
 --convention reference times the published release's conventions (render/conventions.py) instead of this
 project's metric ones: samples from the ray origin out to the 39 m sphere and its background shell.
 --sweep times the fused kernels per (samples per step of a ray's loop, warps per ray) on batch 1 and keeps the
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import itertools
 import json
 import math
 import statistics
@@ -391,6 +395,10 @@ def main() -> int:
         "--preset", default="r50-256x704", help="with --dataroot: preset name or RUN/preset.json"
     )
     parser.add_argument("--weights", metavar="RUN", help="with --dataroot: the network's trained weights")
+    parser.add_argument(
+        "--rays", type=int, nargs="+", help="rays per sample (default: 38,400 on CUDA, the demo's on CPU)"
+    )
+    parser.add_argument("--batch", type=int, nargs="+", help="batch sizes to time (default: 1 2 on CUDA)")
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args()
     global CONVENTION
@@ -416,68 +424,70 @@ def main() -> int:
             (1,),
         )
         variants = ["torch"]
+    ray_counts = args.rays or [rays_per_sample]
+    batches = args.batch or batches
     if args.sweep and args.device == "cuda":
         results["sweep"] = sweep(grid, step_size, rays_per_sample, classes, cfg, weights, args.repeats)
     if args.device == "cuda":
         results["config"] = {"chunk": fused.CHUNK, "num_warps": fused.NUM_WARPS}
     if args.profile and args.device == "cuda":
         profile(grid, step_size, rays_per_sample, classes, cfg, weights)
-    for kind in ("fresh", "trained"):
-        for batch in batches:
-            field = make_field(kind, grid, batch, classes, args.device, seed=batch)
-            rays = make_rays(batch, rays_per_sample, classes, args.device, seed=100 + batch)
-            for impl in variants:
-                repeats = args.repeats if impl == "triton" else max(3, args.repeats // 4)
-                ms, mb = time_step(field, rays, grid, step_size, impl, cfg, weights, repeats, args.device)
-                with torch.no_grad():
-                    fwd_ms, _ = time_step(
-                        field, rays, grid, step_size, impl, cfg, weights, repeats, args.device, False
-                    )
-                busy = (
-                    step_busy_ms(field, rays, grid, step_size, impl, cfg, weights)
-                    if args.device == "cuda"
-                    else float("nan")
+    for kind, batch, rays_per_sample in itertools.product(("fresh", "trained"), batches, ray_counts):
+        field = make_field(kind, grid, batch, classes, args.device, seed=batch)
+        rays = make_rays(batch, rays_per_sample, classes, args.device, seed=100 + batch)
+        for impl in variants:
+            repeats = args.repeats if impl == "triton" else max(3, args.repeats // 4)
+            ms, mb = time_step(field, rays, grid, step_size, impl, cfg, weights, repeats, args.device)
+            with torch.no_grad():
+                fwd_ms, _ = time_step(
+                    field, rays, grid, step_size, impl, cfg, weights, repeats, args.device, False
                 )
-                row = dict(
-                    field=kind,
-                    batch=batch,
-                    impl=impl,
-                    median_ms=ms,
-                    ms_per_sample=ms / batch,
-                    forward_ms=fwd_ms,
-                    gpu_busy_ms=busy,
-                )
-                row.update(
-                    peak_extra_mb=mb, grid=list(grid.shape), rays_per_sample=rays_per_sample, step=step_size
-                )
-                results["rows"].append(row)
-                print(
-                    f"{kind:8s} B={batch} {impl:17s} {ms:9.2f} ms ({busy:.2f} GPU busy) {mb:8.1f} MB, "
-                    f"forward only {fwd_ms:.2f} ms",
-                    flush=True,
-                )
-            # the training step's 2D losses (the fused renderer on CUDA)
-            impl = "triton" if args.device == "cuda" else "torch"
-            for row in time_training_terms(
-                get_preset(preset_name), field, rays, weights, args.repeats, args.device, args.profile
-            ):
-                results["training_terms"].append(dict(field=kind, batch=batch, impl=impl, **row))
-    setting = (
-        f"{rays_per_sample} rays/sample, grid {grid.shape} x {classes}, step {step_size} m, {CONVENTION}"
-    )
+            busy = (
+                step_busy_ms(field, rays, grid, step_size, impl, cfg, weights)
+                if args.device == "cuda"
+                else float("nan")
+            )
+            row = dict(
+                field=kind,
+                batch=batch,
+                impl=impl,
+                median_ms=ms,
+                ms_per_sample=ms / batch,
+                forward_ms=fwd_ms,
+                gpu_busy_ms=busy,
+            )
+            row.update(
+                peak_extra_mb=mb, grid=list(grid.shape), rays_per_sample=rays_per_sample, step=step_size
+            )
+            results["rows"].append(row)
+            print(
+                f"{kind:8s} B={batch} rays={rays_per_sample} {impl:17s} {ms:9.2f} ms ({busy:.2f} GPU busy) "
+                f"{mb:8.1f} MB, forward only {fwd_ms:.2f} ms",
+                flush=True,
+            )
+        # the training step's 2D losses (the fused renderer on CUDA)
+        impl = "triton" if args.device == "cuda" else "torch"
+        for row in time_training_terms(
+            get_preset(preset_name), field, rays, weights, args.repeats, args.device, args.profile
+        ):
+            results["training_terms"].append(
+                dict(field=kind, batch=batch, rays_per_sample=rays_per_sample, impl=impl, **row)
+            )
+    setting = f"grid {grid.shape} x {classes}, step {step_size} m, {CONVENTION}"
     config = results.get("config")
     print(f"\n{results['device']}: {setting}" + (f", fused config {config}" if config else ""))
-    header = f"{'field':8s} {'B':>2s} {'impl':17s} {'median ms':>10s} {'ms/sample':>10s}"
+    header = f"{'field':8s} {'B':>2s} {'rays':>6s} {'impl':17s} {'median ms':>10s} {'ms/sample':>10s}"
     print(f"{header} {'extra MB':>9s} {'fwd ms':>8s} {'GPU busy ms':>12s}")
     for r in results["rows"]:
         cells = f"{r['median_ms']:10.2f} {r['ms_per_sample']:10.2f} {r['peak_extra_mb']:9.1f}"
         cells += f" {r['forward_ms']:8.2f} {r['gpu_busy_ms']:12.2f}"
-        print(f"{r['field']:8s} {r['batch']:2d} {r['impl']:17s} {cells}")
+        print(f"{r['field']:8s} {r['batch']:2d} {r['rays_per_sample']:6d} {r['impl']:17s} {cells}")
     print(f"\n2D losses of a training step ({preset_name}), forward + backward (a term: all less all but it)")
-    print(f"{'losses':52s} {'field':8s} {'B':>2s} {'median ms':>10s} {'GPU busy ms':>12s} {'extra MB':>9s}")
+    header = f"{'losses':52s} {'field':8s} {'B':>2s} {'rays':>6s} {'median ms':>10s} {'GPU busy ms':>12s}"
+    print(f"{header} {'extra MB':>9s}")
     for r in results["training_terms"]:
         cells = f"{r['median_ms']:10.2f} {r['gpu_busy_ms']:12.2f} {r['peak_extra_mb']:9.1f}"
-        print(f"{r['terms']:52s} {r['field']:8s} {r['batch']:2d} {cells}")
+        print(f"{r['terms']:52s} {r['field']:8s} {r['batch']:2d} {r['rays_per_sample']:6d} {cells}")
     if args.dataroot:
         results["real_batch"] = real_batch_terms(args)
         print(f"\n2D losses of a real training batch ({args.preset}, batch 2), forward + backward")
