@@ -118,6 +118,9 @@ SETTINGS: dict[str, tuple[str, dict]] = {
             "loss": REFERENCE_2D["loss"] | {"occupancy_threshold": OnReferenceScale(8.5)},
         },
     ),
+    # reference-2d with this project's point-voxel term (loss.surface): does the published recipe lack a term
+    # that names the occupied voxel?
+    "reference-2d+surface": ("2d", REFERENCE_2D | {"loss": REFERENCE_2D["loss"] | {"surface": 1.0}}),
     # reference-2d without the transparent start: the density head starts at 6 (below the 8.5 read-out), so
     # rendering gradients reach the density from the first step (d sigma / d density ~ 1e-6 at the start)
     "reference-2d-warm": ("2d", REFERENCE_2D | {"model": {"density_init": 6.0}}),
