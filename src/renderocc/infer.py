@@ -139,17 +139,15 @@ class Predictor:
         from renderocc.train_utils.cuda_graphs import GraphedCall
 
         self.history_keys = HISTORY
-        self.model, self.preset, self.out_grid, self.device = model, preset, out_grid, device
+        self.model, self.device = model, device
         self.stream = stream and model.num_frames == 2
         threshold = preset.readout_threshold()  # per-layer thresholds made a tensor once, outside any graph
-        per_layer = not isinstance(threshold, int | float)
-        self.threshold = torch.tensor(threshold, device=device) if per_layer else threshold
+        if not isinstance(threshold, int | float):
+            threshold = torch.tensor(threshold, device=device)
         # a function of its own state, not a bound method: a Predictor that held itself through its graph
         # would outlive its last use until Python's cycle collector, and when that runs in a data loader
         # worker forked meanwhile, the worker's copy of the CUDA graph fails to free itself (a warning)
-        labels_of = functools.partial(
-            _labels_of, model, preset, self.threshold, out_grid, device, self.stream
-        )
+        labels_of = functools.partial(_labels_of, model, preset, threshold, out_grid, device, self.stream)
         graphed = cuda_graphs and device.type == "cuda"
         self._labels = GraphedCall(labels_of, model) if graphed else labels_of
         # (token, camera, history entries) of the last frame: on CUDA the entries are a graph's outputs,
