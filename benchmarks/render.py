@@ -408,15 +408,14 @@ def main() -> int:
     cfg = LossConfig()
     device_name = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
     results = {"device": device_name, "convention": args.convention, "rows": [], "training_terms": []}
+    preset_name = "r50-256x704" if args.device == "cuda" else "demo"  # whose 2D losses are timed
+    preset = get_preset(preset_name)
     if args.device == "cuda":
         grid, step_size, rays_per_sample, batches = VoxelGrid(), 0.2, 38_400, (1, 2)
-        preset_name = "r50-256x704"
         variants = ["triton"] + ([] if args.no_reference else ["torch"])
         if args.check:
             results["check"] = check(grid, step_size, classes, args.device)
     else:
-        preset_name = "demo"
-        preset = get_preset(preset_name)
         grid, step_size, rays_per_sample, batches = (
             preset.grid,
             preset.render.step_size,
@@ -467,9 +466,7 @@ def main() -> int:
             )
         # the training step's 2D losses (the fused renderer on CUDA)
         impl = "triton" if args.device == "cuda" else "torch"
-        for row in time_training_terms(
-            get_preset(preset_name), field, rays, weights, args.repeats, args.device, args.profile
-        ):
+        for row in time_training_terms(preset, field, rays, weights, args.repeats, args.device, args.profile):
             results["training_terms"].append(
                 dict(field=kind, batch=batch, rays_per_sample=rays_per_sample, impl=impl, **row)
             )
