@@ -13,7 +13,7 @@ import argparse
 
 import torch
 
-from renderocc.render.sampling import ray_box_intersection
+from renderocc.render.sampling import ray_box_intersection, sample_counts
 from renderocc.train import resolve_preset
 from renderocc.train_utils.data import open_index, train_loader
 
@@ -36,9 +36,9 @@ def main() -> None:
         valid = batch["ray_valid"]
         depth = batch["ray_depth"][valid]
         t_near, t_far = ray_box_intersection(batch["rays_o"][valid], batch["rays_d"][valid], preset.grid)
-        in_box.append(((t_far - t_near) / step).clamp_min(0).floor())
+        in_box.append(sample_counts(t_near, t_far, step).float())
         for m in MARGINS:
-            before[m].append(((torch.minimum(t_far, depth + m) - t_near) / step).clamp_min(0).floor())
+            before[m].append(sample_counts(t_near, torch.minimum(t_far, depth + m), step).float())
     box = torch.cat(in_box)
     print(f"{args.preset}: {len(box):,} labelled rays, step {step} m, grid {preset.grid.shape}")
     print(f"samples in the box: {box.mean():.1f} per ray")
