@@ -31,6 +31,7 @@ import argparse
 import collections
 import contextlib
 import functools
+import gc
 import json
 import math
 import statistics
@@ -262,6 +263,10 @@ def bench(preset_name: str, batch_size: int, args, dist) -> dict:
     if args.compile or (args.compile is None and preset.train.compile):
         compile_stages(raw)  # in place: the step functions above run the compiled stages from here on
     if device.type == "cuda":
+        # what an earlier row left in reference cycles (each CUDA-graph capture's autograd class is in one)
+        # would count in this row's peak: the peak of three presets in one call rose row by row
+        gc.collect()
+        torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
     steps = {"step": step} | ({"without": without_2d_losses} if args.stages else {})
     steps |= {name: step for name in contexts}
