@@ -41,7 +41,7 @@ from pathlib import Path
 
 import torch
 
-from renderocc.config import Preset, get_preset
+from renderocc.config import Preset, get_preset, preset_from_dict
 from renderocc.core.classes import OCC3D_CLASSES
 from renderocc.render.conventions import METRIC, convert_density
 
@@ -210,7 +210,7 @@ def run_setting(
     """Train one setting and evaluate it on the held-out scenes at each of its milestones; results cached in
     OUT/<run>/result*.json. None when the call's time ran out first (the run is checkpointed: call again).
     """
-    from renderocc.checkpoint import latest_checkpoint, load_model, preset_from_dict
+    from renderocc.checkpoint import latest_checkpoint, load_model
     from renderocc.eval.evaluate import evaluate_model, write_json_atomic
     from renderocc.train import TrainOptions, train
     from renderocc.train_utils.data import eval_loader, open_index

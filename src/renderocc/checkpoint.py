@@ -9,47 +9,21 @@ under a temporary name and renamed into place, so a crash never leaves a half-wr
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil
-import typing
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from renderocc.config import Preset, get_preset
+from renderocc.config import Preset, get_preset, preset_from_dict, preset_to_json
 
 CHECKPOINT_DIR = "checkpoints"
 WEIGHTS_FILE = "weights.safetensors"
 STATE_FILE = "state.pt"
 PREFIX = "step-"
-
-
-def preset_to_json(preset: Preset) -> str:
-    return json.dumps(preset.to_dict(), sort_keys=True)
-
-
-def preset_from_dict(data: dict) -> Preset:
-    """Inverse of `Preset.to_dict`: nested dataclasses rebuilt, JSON lists turned back into tuples."""
-
-    def build(cls, values):
-        hints = typing.get_type_hints(cls)
-        kwargs = {}
-        for f in dataclasses.fields(cls):
-            if f.name not in values:
-                continue  # a field added after the checkpoint was written keeps its default
-            value, hint = values[f.name], hints[f.name]
-            if dataclasses.is_dataclass(hint):
-                value = build(hint, value)
-            elif isinstance(value, list):
-                value = tuple(value)
-            kwargs[f.name] = value
-        return cls(**kwargs)
-
-    return build(Preset, data)
 
 
 def _checkpoint_dirs(root: Path) -> list[Path]:

@@ -7,6 +7,9 @@ Every stage reads only its own section.
 from __future__ import annotations
 
 import dataclasses
+import json
+import types
+import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -253,3 +256,95 @@ def get_preset(name: str) -> Preset:
     if name not in PRESETS:
         raise KeyError(f"unknown preset {name!r}; valid presets: {', '.join(PRESETS)}")
     return PRESETS[name]
+
+
+def preset_to_json(preset: Preset) -> str:
+    return json.dumps(preset.to_dict(), sort_keys=True)
+
+
+def preset_from_dict(data: dict, source: str | None = None) -> Preset:
+    """Inverse of `Preset.to_dict`: nested dataclasses rebuilt, JSON lists turned back into tuples.
+
+    With `source` (a file or flag the user wrote), a field this version does not have, or a value of the
+    wrong type, is refused with the field's path; without it (the preset a checkpoint stores), a field
+    dropped since is skipped. A field missing from `data` keeps its default either way.
+    """
+
+    def build(cls, values, section: str):
+        where = section or "the preset"
+        prefix = f"{section}." if section else ""
+        if not isinstance(values, dict):
+            raise ValueError(f"{source}: {where} must be an object, got {values!r}")
+        hints = typing.get_type_hints(cls)
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(values) - set(names))
+        if source is not None and unknown:
+            raise ValueError(f"{source}: unknown field {prefix}{unknown[0]}; {where} has: {', '.join(names)}")
+        kwargs = {}
+        for name in names:
+            if name not in values:
+                continue
+            value, hint = values[name], hints[name]
+            if dataclasses.is_dataclass(hint):
+                value = build(hint, value, prefix + name)
+            else:
+                value = _tuples(value)
+                if source is not None and not _is_instance(value, hint):
+                    raise ValueError(f"{source}: {prefix}{name} must be {_type_name(hint)}, got {value!r}")
+            kwargs[name] = value
+        return cls(**kwargs)
+
+    return build(Preset, data, "")
+
+
+def with_overrides(preset: Preset, assignments: Sequence[str]) -> Preset:
+    """`preset` with SECTION.FIELD=VALUE assignments applied, e.g. data.max_rays=9600; VALUE is read as
+    JSON (9600, 0.5, true, null, [-1, 0, 1]) and otherwise taken as a string (model.backbone=resnet101)."""
+    data = preset.to_dict()
+    for assignment in assignments:
+        key, sep, text = assignment.partition("=")
+        section, dot, name = key.strip().partition(".")
+        if not (sep and dot and name):
+            raise ValueError(f"--set {assignment!r}: expected SECTION.FIELD=VALUE, e.g. data.max_rays=9600")
+        if not isinstance(data.get(section), dict):
+            sections = [k for k, v in data.items() if isinstance(v, dict)]
+            raise ValueError(f"--set {assignment!r}: no section {section!r}; sections: {', '.join(sections)}")
+        if name not in data[section]:
+            raise ValueError(
+                f"--set {assignment!r}: {section} has no field {name!r}; it has: {', '.join(data[section])}"
+            )
+        try:
+            data[section][name] = json.loads(text)
+        except json.JSONDecodeError:
+            data[section][name] = text
+    return preset_from_dict(data, source="--set")
+
+
+def _tuples(value):
+    """JSON lists back to the tuples the configs hold."""
+    return tuple(_tuples(v) for v in value) if isinstance(value, list | tuple) else value
+
+
+def _is_instance(value, hint) -> bool:
+    """isinstance against a config field's annotation: bool, int, float (ints too), str, None, unions and
+    tuples (fixed length or `tuple[T, ...]`)."""
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is type(None):
+        return value is None
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_is_instance(value, arg) for arg in args)
+    if origin is tuple:
+        if not isinstance(value, tuple):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_is_instance(v, args[0]) for v in value)
+        return len(value) == len(args) and all(_is_instance(v, a) for v, a in zip(value, args))
+    return isinstance(value, hint) if isinstance(hint, type) else True
+
+
+def _type_name(hint) -> str:
+    return str(hint).replace("typing.", "").replace("<class '", "").replace("'>", "")

@@ -31,13 +31,11 @@ from renderocc.checkpoint import (
     load_image_branch,
     load_train_state,
     load_weights,
-    preset_from_dict,
-    preset_to_json,
     resolve_checkpoint,
     save_checkpoint,
 )
 from renderocc.cli import CLIError
-from renderocc.config import PRESETS, Preset, get_preset
+from renderocc.config import PRESETS, Preset, get_preset, preset_from_dict, preset_to_json, with_overrides
 from renderocc.data.batch import batch_to
 from renderocc.eval.evaluate import evaluate_model, label_grid
 from renderocc.train_utils import distributed
@@ -580,6 +578,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"one of: {', '.join(PRESETS)}, or a preset JSON (e.g. RUN/preset.json)",
     )
     parser.add_argument(
+        "--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+        help="change one field of the preset, e.g. --set data.max_rays=9600 (repeatable; VALUE as JSON)",
+    )  # fmt: skip
+    parser.add_argument(
         "--dataroot", required=True, help="nuScenes-format dataset prepared by `renderocc prepare`"
     )
     parser.add_argument("--version", default=None, help="prepared nuScenes version (default: the only one)")
@@ -628,19 +630,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def resolve_preset(name: str) -> Preset:
-    """A preset by name, or from a JSON file such as a run's preset.json."""
+    """A preset by name, or from a JSON file such as a run's (edited) preset.json: a field it misspells or
+    a value of the wrong type is refused, naming the file and the field."""
     if name.endswith(".json"):
         path = Path(name)
         if not path.is_file():
             raise FileNotFoundError(
                 f"--preset {path} not found; give a preset name ({', '.join(PRESETS)}) or a file"
             )
-        return preset_from_dict(json.loads(path.read_text()))
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"--preset {path} is not valid JSON: {err}") from None
+        return preset_from_dict(data, source=str(path))
     return get_preset(name)
 
 
 def run(args: argparse.Namespace) -> int:
-    preset = resolve_preset(args.preset)
+    preset = with_overrides(resolve_preset(args.preset), args.set)
     if args.no_cuda_graphs:
         preset = preset.replace(train={"cuda_graphs": False})
     for flag, value in (("--max-iters", args.max_iters), ("--batch-size", args.batch_size)):

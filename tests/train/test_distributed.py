@@ -16,8 +16,9 @@ import torch
 from train_fixtures import tiny_preset
 
 import renderocc.train as train_module
-from renderocc.checkpoint import latest_checkpoint, load_model, load_train_state, preset_to_json
+from renderocc.checkpoint import latest_checkpoint, load_model, load_train_state
 from renderocc.cli import main
+from renderocc.config import preset_to_json
 from renderocc.train import TrainOptions, train
 from renderocc.train_utils.data import eval_loader
 from renderocc.train_utils.resume import GlobalBatchError

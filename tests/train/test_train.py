@@ -198,7 +198,7 @@ def test_two_gloo_processes_train_under_torchrun(prepared, tmp_path):
     import subprocess
     import sys
 
-    from renderocc.checkpoint import preset_to_json
+    from renderocc.config import preset_to_json
 
     preset_file = tmp_path / "tiny.json"
     preset_file.write_text(preset_to_json(tiny_preset(iters=2)))

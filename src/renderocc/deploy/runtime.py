@@ -39,7 +39,7 @@ class ExportedModel:
     {output name: tensor}, on the device of `imgs` when the runtime runs there, else on the CPU."""
 
     def __init__(self, path: str | Path, device: str | torch.device | None = None) -> None:
-        from renderocc.checkpoint import preset_from_dict
+        from renderocc.config import preset_from_dict
 
         self.path = Path(path)
         meta_path = self.path / EXPORT_FILE
