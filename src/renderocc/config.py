@@ -1,7 +1,7 @@
 """Presets as data: grid, image size, frames, model sizes, renderer and loss weights, training schedule.
 
-A preset is a frozen dataclass tree; `get_preset(name)` returns it and `preset.replace(...)` derives one.
-Every stage reads only its own section.
+A preset is a frozen dataclass tree; `get_preset(name)` returns it and `preset.replace(...)` derives one
+(`with_overrides` from `--set SECTION.FIELD=VALUE`). Every stage reads only its own section.
 """
 
 from __future__ import annotations
@@ -259,6 +259,7 @@ def get_preset(name: str) -> Preset:
 
 
 def preset_to_json(preset: Preset) -> str:
+    """The preset as JSON (what a run's preset.json and a checkpoint's metadata hold)."""
     return json.dumps(preset.to_dict(), sort_keys=True)
 
 
@@ -274,7 +275,7 @@ def preset_from_dict(data: dict, source: str | None = None) -> Preset:
         where = section or "the preset"
         prefix = f"{section}." if section else ""
         if not isinstance(values, dict):
-            raise ValueError(f"{source}: {where} must be an object, got {values!r}")
+            raise ValueError(f"{source or 'preset'}: {where} must be an object, got {values!r}")
         hints = typing.get_type_hints(cls)
         names = [f.name for f in dataclasses.fields(cls)]
         unknown = sorted(set(values) - set(names))
