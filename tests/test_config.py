@@ -5,7 +5,14 @@ import json
 import pytest
 
 from renderocc.cli import main
-from renderocc.config import PRESETS, get_preset, preset_from_dict, preset_to_json, with_overrides
+from renderocc.config import (
+    PRESETS,
+    get_preset,
+    preset_differences,
+    preset_from_dict,
+    preset_to_json,
+    with_overrides,
+)
 from renderocc.train import resolve_preset
 
 
@@ -118,3 +125,12 @@ def test_train_refuses_a_bad_override_before_making_the_run(tmp_path, capsys):
     assert main([*argv, "--set", "data.max_ray=9600"]) == 2
     assert "data has no field 'max_ray'" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_differences_leave_out_how_a_run_runs():
+    base = get_preset("r50-256x704")
+    pace = with_overrides(base, ["train.num_workers=2", "train.max_iters=100", "train.compile=false"])
+    assert preset_differences(base, pace) == []
+    other = with_overrides(pace, ["data.max_rays=9600", "grid.voxel_size=0.8"])
+    assert preset_differences(base, other) == ["grid.voxel_size: 0.4 -> 0.8", "data.max_rays: 38400 -> 9600"]
+    assert "train.num_workers: 4 -> 2" in preset_differences(base, pace, ignore=frozenset())

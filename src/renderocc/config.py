@@ -321,6 +321,28 @@ def with_overrides(preset: Preset, assignments: Sequence[str]) -> Preset:
     return preset_from_dict(data, source="--set")
 
 
+# how a run runs rather than what it learns: a resumed run may change these (`preset_differences`)
+RUN_FIELDS = frozenset(
+    {"name", "loss.readout_thresholds"}
+    | {f"train.{name}" for name in ("batch_size", "num_workers", "val_every", "checkpoint_every")}
+    | {f"train.{name}" for name in ("keep_checkpoints", "compile", "cuda_graphs", "max_iters", "epochs")}
+)
+
+
+def preset_differences(before: Preset, after: Preset, ignore: frozenset[str] = RUN_FIELDS) -> list[str]:
+    """The fields whose values differ, as 'section.field: before -> after', leaving out `ignore`."""
+
+    def flat(preset: Preset) -> dict:
+        return {
+            f"{section}.{name}" if isinstance(values, dict) else section: value
+            for section, values in preset.to_dict().items()
+            for name, value in (values.items() if isinstance(values, dict) else [(None, values)])
+        }
+
+    a, b = flat(before), flat(after)
+    return [f"{key}: {a[key]!r} -> {b[key]!r}" for key in a if key not in ignore and a[key] != b[key]]
+
+
 def _tuples(value):
     """JSON lists back to the tuples the configs hold."""
     return tuple(_tuples(v) for v in value) if isinstance(value, list | tuple) else value

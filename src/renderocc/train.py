@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from renderocc.checkpoint import (
     check_compatible,
+    checkpoint_preset,
     latest_checkpoint,
     load_image_branch,
     load_train_state,
@@ -35,7 +36,15 @@ from renderocc.checkpoint import (
     save_checkpoint,
 )
 from renderocc.cli import CLIError
-from renderocc.config import PRESETS, Preset, get_preset, preset_from_dict, preset_to_json, with_overrides
+from renderocc.config import (
+    PRESETS,
+    Preset,
+    get_preset,
+    preset_differences,
+    preset_from_dict,
+    preset_to_json,
+    with_overrides,
+)
 from renderocc.data.batch import batch_to
 from renderocc.eval.evaluate import evaluate_model, label_grid
 from renderocc.train_utils import distributed
@@ -355,6 +364,11 @@ def train(preset: Preset, opts: TrainOptions) -> Path:
         opts.keep_global_batch, opts.change_global_batch,
     )  # fmt: skip
     preset = preset.replace(train={"batch_size": plan.batch_size})
+    if last_good is not None and (changed := preset_differences(checkpoint_preset(last_good), preset)):
+        raise ValueError(
+            f"--resume: {last_good} was trained with another recipe ({'; '.join(changed)}); resume with "
+            f"--preset {run_dir / 'preset.json'}, or with the --preset and --set the run started with"
+        )
     cfg = preset.train
 
     index = open_index(opts.dataroot, opts.version, opts.index_dir)
@@ -553,6 +567,10 @@ def train(preset: Preset, opts: TrainOptions) -> Path:
 
 
 RESUME_HELP = """\
+--resume continues under the recipe the run started with: a preset that differs from the checkpoint's
+(other than in batch, workers, intervals, compile, graphs or length) is refused; --preset RUN/preset.json
+resumes with the run's own.
+
 Several processes (GPUs, nodes) under torchrun: each step takes a global batch of B x processes samples
 (B = --batch-size or the preset's) from one data stream fixed by --seed, split in rank order, so 2 processes
 x 2 samples train on the same samples, augmented alike, as 1 x 4; an epoch-based schedule counts its steps

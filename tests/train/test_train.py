@@ -4,6 +4,7 @@ errors."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -174,6 +175,22 @@ def test_time_budget_stops_with_a_checkpoint(prepared, tmp_path):
     assert final.name == "step-00000001"  # the first step always runs, then the budget is spent
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 1]  # its training record and its validation
+
+
+def test_resume_under_another_recipe_is_refused_and_another_pace_is_not(prepared, tmp_path):
+    preset = tiny_preset(iters=2)
+    train(preset, options(prepared, tmp_path))
+    longer = {"max_iters": 3, "val_every": 3}
+    other = preset.replace(data={"max_rays": 128}, train=longer)  # e.g. a --set forgotten on resume
+    saved = re.escape(str(tmp_path / "preset.json"))
+    message = rf"another recipe \(data.max_rays: 256 -> 128\); resume with --preset {saved}"
+    with pytest.raises(ValueError, match=message):
+        train(other, options(prepared, tmp_path, resume=True))
+    assert latest_checkpoint(tmp_path).name == "step-00000002"
+    assert load_model(tmp_path)[1].data.max_rays == 256
+    # more steps and another validation interval change how the run goes on, not what it learns
+    resumed = train(preset.replace(train=longer), options(prepared, tmp_path, resume=True))
+    assert resumed.name == "step-00000003"
 
 
 def test_checkpoint_of_another_preset_is_refused(tiny_run):
