@@ -41,7 +41,7 @@ from pathlib import Path
 
 import torch
 
-from renderocc.config import Preset, get_preset, preset_from_dict
+from renderocc.config import Preset, get_preset, preset_differences, preset_from_dict
 from renderocc.core.classes import OCC3D_CLASSES
 from renderocc.render.conventions import METRIC, convert_density
 
@@ -220,10 +220,11 @@ def run_setting(
     preset, supervision = setting_preset(base, setting)
     preset = preset.replace(train={"schedule": args.schedule})
     stored = run / "run" / "preset.json"  # a setting whose definition changed must not reuse an old run
-    if stored.is_file() and preset_from_dict(json.loads(stored.read_text())) != preset:
+    before = preset_from_dict(json.loads(stored.read_text())) if stored.is_file() else preset
+    if changed := preset_differences(before, preset):
         raise ValueError(
-            f"{run} was trained with another preset than {name!r} has now (its definition changed); move it "
-            "away to train the setting again, or use another --out"
+            f"{run} was trained with another preset than {name!r} has now ({'; '.join(changed)}: its "
+            "definition changed); move it away to train the setting again, or use another --out"
         )
     init = None
     if setting in INIT_FROM:  # its run at this call's --iters and --schedule, else its default run

@@ -333,11 +333,13 @@ def preset_differences(before: Preset, after: Preset, ignore: frozenset[str] = R
     """The fields whose values differ, as 'section.field: before -> after', leaving out `ignore`."""
 
     def flat(preset: Preset) -> dict:
-        return {
-            f"{section}.{name}" if isinstance(values, dict) else section: value
-            for section, values in preset.to_dict().items()
-            for name, value in (values.items() if isinstance(values, dict) else [(None, values)])
-        }
+        fields = {}
+        for section, values in preset.to_dict().items():
+            if isinstance(values, dict):
+                fields |= {f"{section}.{name}": value for name, value in values.items()}
+            else:
+                fields[section] = values  # the name
+        return fields
 
     a, b = flat(before), flat(after)
     return [f"{key}: {a[key]!r} -> {b[key]!r}" for key in a if key not in ignore and a[key] != b[key]]
