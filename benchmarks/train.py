@@ -23,6 +23,10 @@ depends on the field: an untrained network's density is about even, so rays run 
 while a trained one stops rays at their first surface and skips the free space, as in most of a real run.
 
     python benchmarks/train.py --dataroot D --preset RUN/preset.json --batch-size 2 --stages --weights RUN
+
+--set SECTION.FIELD=VALUE changes every preset of the call, e.g. the ray budget (issue 18, item 3):
+
+    python benchmarks/train.py --dataroot D --preset r50-256x704 --stages --set data.max_rays=9600
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from pathlib import Path
 import torch
 
 from renderocc.checkpoint import load_model
+from renderocc.config import with_overrides
 from renderocc.data.batch import batch_to
 from renderocc.models import build_model
 from renderocc.models.info import counted_flops, peak_bf16_tflops
@@ -223,7 +228,7 @@ def sync_audit(step, batch: dict, raw, optimizer, ema, preset) -> collections.Co
 
 def bench(preset_name: str, batch_size: int, args, dist) -> dict:
     device = dist.device
-    preset = resolve_preset(preset_name).replace(train={"batch_size": batch_size})
+    preset = with_overrides(resolve_preset(preset_name), args.set).replace(train={"batch_size": batch_size})
     index = open_index(args.dataroot, args.version)
     # a trained field: the run's weights, refused (naming the keys) when they do not fit the preset's network
     model = load_model(args.weights, preset, "model")[0].train() if args.weights else build_model(preset)
@@ -357,6 +362,10 @@ def main() -> None:
     parser.add_argument(
         "--preset", nargs="+", default=["demo"], help="preset names, or preset JSONs such as RUN/preset.json"
     )
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+        help="change one field of every preset, as `renderocc train --set` does (repeatable)",
+    )  # fmt: skip
     parser.add_argument("--batch-size", type=int, nargs="+", default=[2])
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
@@ -382,6 +391,11 @@ def main() -> None:
     )
     parser.add_argument("--json", help="write the rows to this file")
     args = parser.parse_args()
+    try:  # a bad preset or --set fails here, not after the first preset's rows
+        for preset in args.preset:
+            with_overrides(resolve_preset(preset), args.set)
+    except (KeyError, ValueError, FileNotFoundError) as err:
+        parser.error(err.args[0] if isinstance(err, KeyError) else str(err))
     dist = distributed.setup(args.device)
     if args.stages and dist.enabled:
         parser.error("--stages times stages of one process; run it without torchrun")
