@@ -47,7 +47,7 @@ from pathlib import Path
 import torch
 
 from renderocc.checkpoint import load_model
-from renderocc.config import with_overrides
+from renderocc.config import Preset, with_overrides
 from renderocc.data.batch import batch_to
 from renderocc.models import build_model
 from renderocc.models.info import counted_flops, peak_bf16_tflops
@@ -226,9 +226,9 @@ def sync_audit(step, batch: dict, raw, optimizer, ema, preset) -> collections.Co
     return sites
 
 
-def bench(preset_name: str, batch_size: int, args, dist) -> dict:
+def bench(preset_name: str, preset: Preset, batch_size: int, args, dist) -> dict:
     device = dist.device
-    preset = with_overrides(resolve_preset(preset_name), args.set).replace(train={"batch_size": batch_size})
+    preset = preset.replace(train={"batch_size": batch_size})
     index = open_index(args.dataroot, args.version)
     # a trained field: the run's weights, refused (naming the keys) when they do not fit the preset's network
     model = load_model(args.weights, preset, "model")[0].train() if args.weights else build_model(preset)
@@ -392,14 +392,13 @@ def main() -> None:
     parser.add_argument("--json", help="write the rows to this file")
     args = parser.parse_args()
     try:  # a bad preset or --set fails here, not after the first preset's rows
-        for preset in args.preset:
-            with_overrides(resolve_preset(preset), args.set)
+        presets = {name: with_overrides(resolve_preset(name), args.set) for name in args.preset}
     except (KeyError, ValueError, FileNotFoundError) as err:
         parser.error(err.args[0] if isinstance(err, KeyError) else str(err))
     dist = distributed.setup(args.device)
     if args.stages and dist.enabled:
         parser.error("--stages times stages of one process; run it without torchrun")
-    rows = [bench(p, b, args, dist) for p in args.preset for b in args.batch_size]
+    rows = [bench(name, preset, b, args, dist) for name, preset in presets.items() for b in args.batch_size]
     if dist.is_main:
         name = torch.cuda.get_device_name(dist.device) if dist.device.type == "cuda" else "CPU"
         print(

@@ -323,9 +323,19 @@ def with_overrides(preset: Preset, assignments: Sequence[str]) -> Preset:
 
 # how a run runs rather than what it learns: a resumed run may change these (`preset_differences`)
 RUN_FIELDS = frozenset(
-    {"name", "loss.readout_thresholds"}
-    | {f"train.{name}" for name in ("batch_size", "num_workers", "val_every", "checkpoint_every")}
-    | {f"train.{name}" for name in ("keep_checkpoints", "compile", "cuda_graphs", "max_iters", "epochs")}
+    {
+        "name",
+        "loss.readout_thresholds",
+        "train.batch_size",
+        "train.num_workers",
+        "train.val_every",
+        "train.checkpoint_every",
+        "train.keep_checkpoints",
+        "train.compile",
+        "train.cuda_graphs",
+        "train.max_iters",
+        "train.epochs",
+    }
 )
 
 
