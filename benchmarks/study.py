@@ -221,7 +221,7 @@ def run_setting(
     preset = preset.replace(train={"schedule": args.schedule})
     stored = run / "run" / "preset.json"  # a setting whose definition changed must not reuse an old run
     before = preset_from_dict(json.loads(stored.read_text())) if stored.is_file() else preset
-    if changed := preset_differences(before, preset):
+    if changed := preset_differences(before, preset, ignore=frozenset()):  # every field, pace included
         raise ValueError(
             f"{run} was trained with another preset than {name!r} has now ({'; '.join(changed)}: its "
             "definition changed); move it away to train the setting again, or use another --out"
