@@ -27,6 +27,9 @@ while a trained one stops rays at their first surface and skips the free space, 
 --set SECTION.FIELD=VALUE changes every preset of the call, e.g. the ray budget (issue 18, item 3):
 
     python benchmarks/train.py --dataroot D --preset r50-256x704 --stages --set data.max_rays=9600
+
+A compiled preset (train.compile) compiles the 2D losses around the renderer too; --eager-losses leaves them
+eager, the row to compare with.
 """
 
 from __future__ import annotations
@@ -251,12 +254,15 @@ def bench(preset_name: str, preset: Preset, batch_size: int, args, dist) -> dict
         pin_memory=device.type == "cuda",
     )  # fmt: skip
     amp = preset.train.amp and device.type == "cuda"
+    compiled = args.compile or (args.compile is None and preset.train.compile)
+    compile_losses = compiled and not args.eager_losses
+    losses = torch.compile(rendered_losses, dynamic=False) if compile_losses else rendered_losses
     losses_2d = GraphedLosses(
-        functools.partial(rendered_losses, preset=preset, class_weights=weights), args.graphs != "off"
+        functools.partial(losses, preset=preset, class_weights=weights), args.graphs != "off"
     )  # the rendering stage of --stages, timed on its own
     graphs = "losses" if dist.enabled and args.graphs == "step" else args.graphs
     step_of = functools.partial(forward_backward, model, raw, preset, "2d", weights)
-    step = step_of(graphs=graphs)
+    step = step_of(graphs=graphs, compile_losses=compile_losses)
     # the model alone: the 2D losses replaced by a zero that keeps the model's outputs in the graph, so the
     # step's marginal rendering cost is what the two differ by
     without_2d_losses = step_of(graphs=graphs, losses_2d=lambda d, s, b: {"zero": (d.mean() + s.mean()) * 0})
@@ -265,7 +271,7 @@ def bench(preset_name: str, preset: Preset, batch_size: int, args, dist) -> dict
     # FLOPs of one step as it really runs (eager, before compiling): forward of every frame, backward of the
     # key frame's branch
     flops = counted_flops(lambda: step_of(graphs="off")(batch_to(next(batches), device)))
-    if args.compile or (args.compile is None and preset.train.compile):
+    if compiled:
         compile_stages(raw)  # in place: the step functions above run the compiled stages from here on
     if device.type == "cuda":
         # what an earlier row left in reference cycles (each CUDA-graph capture's autograd class is in one)
@@ -308,6 +314,7 @@ def bench(preset_name: str, preset: Preset, batch_size: int, args, dist) -> dict
         "grad_mb": grad_mb,
         "preset": preset_name,
         "weights": args.weights or "initialisation",
+        "compiled": "stages and losses" if compile_losses else "stages" if compiled else "no",
         "batch": batch_size,
         "gpus": dist.world_size,
         "step_ms": step,
@@ -373,7 +380,11 @@ def main() -> None:
     parser.add_argument("--device", default=None)
     parser.add_argument(
         "--compile", action=argparse.BooleanOptionalAction, default=None,
-        help="torch.compile the network's stages (default: the preset's train.compile)",
+        help="torch.compile the network's stages and the 2D losses (default: the preset's train.compile)",
+    )
+    parser.add_argument(
+        "--eager-losses", action="store_true",
+        help="with --compile, leave the 2D losses eager (the row before they were compiled)",
     )  # fmt: skip
     parser.add_argument(
         "--graphs", choices=("step", "losses", "off"), default="step",
@@ -404,7 +415,7 @@ def main() -> None:
         print(
             f"device: {name} x {dist.world_size}; step ms: median over rounds of {ROUND} steps queued back "
             f"to back ({args.steps} steps after {args.warmup} warm-up), as `renderocc train` runs them; "
-            f"weights: {args.weights or 'initialisation'}"
+            f"weights: {args.weights or 'initialisation'}; torch.compile: {rows[0]['compiled']}"
         )
         print(f"{'preset':<16}{'batch':>6}{'gpus':>5}{'step ms':>10}{'wait ms':>9}{'samples/s':>11}"
               f"{'rays/s':>11}{'peak GB':>9}{'TFLOP/s':>9}{'MFU':>7}")  # fmt: skip

@@ -151,7 +151,8 @@ class TrainConfig:
     checkpoint_every: int = 500  # iterations; the last iteration always writes one
     keep_checkpoints: int = 3
     amp: bool = True  # bf16 autocast on CUDA; in training also on CPUs with native bf16 (train_utils.amp)
-    compile: bool = False  # torch.compile the network's stages (train.compile_stages); minutes at the start
+    # torch.compile the network's stages (train.compile_stages) and the 2D losses; minutes at the start
+    compile: bool = False
     # on CUDA, replay the step's forward and backward as one CUDA graph (the 2D losses alone under DDP):
     # eagerly the host took longer to launch an r50 step's kernels than the GPU to run them
     cuda_graphs: bool = True

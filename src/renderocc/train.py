@@ -187,6 +187,7 @@ def forward_backward(
     class_weights: torch.Tensor,
     graphs: str = "step",
     losses_2d: LossFn | None = None,
+    compile_losses: bool = False,
 ) -> Callable[[dict], dict[str, torch.Tensor]]:
     """One step's forward and backward: batch -> its weighted loss terms (detached), with the gradients of
     their sum in the parameters' `.grad`.
@@ -194,12 +195,14 @@ def forward_backward(
     graphs (on CUDA): "step" replays the whole forward and backward as one CUDA graph (GraphedCall; one
     process, since DDP's all-reduce runs outside graphs), "losses" the 2D losses only (GraphedLosses), "off"
     none.
-    losses_2d: the 2D loss terms, `rendered_losses` by default. bf16 autocast when train.amp (on CUDA, and on
-    CPUs with native bf16: train_utils.amp).
+    losses_2d: the 2D loss terms, `rendered_losses` by default; compile_losses: that one under torch.compile
+    (the renderer's own kernels left as they are), which fuses its few hundred small kernels into a few
+    dozen. bf16 autocast when train.amp (on CUDA, and on CPUs with native bf16: train_utils.amp).
     """
     device = next(raw_model.parameters()).device
     graphs = graphs if device.type == "cuda" else "off"
-    fn_2d = losses_2d or functools.partial(rendered_losses, preset=preset, class_weights=class_weights)
+    losses = torch.compile(rendered_losses, dynamic=False) if compile_losses else rendered_losses
+    fn_2d = losses_2d or functools.partial(losses, preset=preset, class_weights=class_weights)
 
     def step(batch: dict, fn_2d: LossFn) -> dict[str, torch.Tensor]:
         with autocast(device, preset.train.amp, cpu=True):
@@ -416,9 +419,12 @@ def train(preset: Preset, opts: TrainOptions) -> Path:
         )
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes: each convolution's fastest algorithm, once
-    uncompile = compile_stages(raw_model) if (cfg.compile if opts.compile is None else opts.compile) else None
+    compiled = cfg.compile if opts.compile is None else opts.compile
+    uncompile = compile_stages(raw_model) if compiled else None
     graphs = "off" if not cfg.cuda_graphs else "losses" if dist.enabled else "step"
-    step_fn = forward_backward(model, raw_model, preset, opts.supervision, class_weights, graphs)
+    step_fn = forward_backward(
+        model, raw_model, preset, opts.supervision, class_weights, graphs, compile_losses=compiled
+    )
 
     workers = cfg.num_workers if opts.num_workers is None else opts.num_workers
     loader = train_loader(
@@ -636,7 +642,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--compile",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="torch.compile the network's stages (default: the preset's train.compile; swinb-512x1408 does)",
+        help="torch.compile the network's stages and the 2D losses (default: the preset's train.compile)",
     )
     parser.add_argument(
         "--no-cuda-graphs", action="store_true", help="launch the step eagerly (for debugging or profiling)"

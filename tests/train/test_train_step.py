@@ -13,7 +13,7 @@ from renderocc.core.grid import VoxelGrid
 from renderocc.infer import Predictor
 from renderocc.models import build_model
 from renderocc.models.info import random_batch
-from renderocc.train import compile_stages, forward_backward
+from renderocc.train import compile_stages, forward_backward, rendered_losses
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 
@@ -41,35 +41,42 @@ def assert_same_step(first: tuple[dict, dict], second: tuple[dict, dict], rtol: 
         assert err < rtol, f"gradient of {name}: max error {float(err):.2e} of its largest entry"
 
 
-def test_compiled_stages_give_the_eager_losses_and_gradients():
-    # about 80 s on 2 idle cores: inductor compiles C++ for the CPU
-    # the demo preset's network, shrunk: eager against torch.compile of backbone, neck, encoder and heads
+def test_compiled_stages_and_losses_give_the_eager_losses_and_gradients(monkeypatch):
+    # about 100 s on 2 idle cores: inductor compiles C++ for the CPU
+    # the demo preset's network, shrunk, every 2D loss on: eager against torch.compile of backbone, neck,
+    # encoder, heads and the 2D losses (the renderer stays eager inside them)
     # float32 (no bf16 autocast, which CPUs with native bf16 would use): the comparison is about compilation
-    preset = tiny_preset().replace(loss=dict(line_of_sight=0.0), train=dict(amp=False))  # no random draws
+    monkeypatch.setattr(torch._inductor.config, "fallback_random", True)  # eager's line-of-sight draws
+    compiled_fns, compile = [], torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: compiled_fns.append(fn) or compile(fn, **kw))
+    preset = tiny_preset().replace(train=dict(amp=False))
     torch.manual_seed(0)
     model = build_model(preset).train()
     batch = step_batch(preset, 1, "cpu", seed=1)
-    step = forward_backward(model, model, preset, "2d", None, graphs="off")
     state = {k: v.clone() for k, v in model.state_dict().items()}
-    eager = losses_and_grads(step, model, batch)
+    torch.manual_seed(2)
+    eager = losses_and_grads(forward_backward(model, model, preset, "2d", None, graphs="off"), model, batch)
     undo = compile_stages(model)
+    step = forward_backward(model, model, preset, "2d", None, graphs="off", compile_losses=True)
     model.load_state_dict(state)  # the eager step moved the batch-norm statistics
+    torch.manual_seed(2)
     compiled = losses_and_grads(step, model, batch)
+    assert rendered_losses in compiled_fns and "line_of_sight" in compiled[0]
     assert_same_step(eager, compiled, rtol=1e-3, atol=1e-5)
     undo()
     assert "forward" not in vars(model.backbone)
 
 
 @cuda
-@pytest.mark.parametrize("channels_last", [True, False])
-def test_the_replayed_step_gives_the_eager_losses_and_gradients(channels_last):
+@pytest.mark.parametrize("channels_last, compile_losses", [(True, False), (False, False), (True, True)])
+def test_the_replayed_step_gives_the_eager_losses_and_gradients(channels_last, compile_losses):
     preset = tiny_preset().replace(
         model=dict(channels_last=channels_last), data=dict(prev_frames=1), loss=dict(line_of_sight=0.0)
     )
     torch.manual_seed(0)
     model = build_model(preset).cuda().train()
     eager = forward_backward(model, model, preset, "2d", None, graphs="off")
-    graphed = forward_backward(model, model, preset, "2d", None, graphs="step")
+    graphed = forward_backward(model, model, preset, "2d", None, graphs="step", compile_losses=compile_losses)
     for seed in (1, 2, 3):  # capture on the first batch, replay on fresh ones
         batch = step_batch(preset, 2, "cuda", seed)
         state = {k: v.clone() for k, v in model.state_dict().items()}
@@ -83,10 +90,11 @@ def test_the_replayed_step_gives_the_eager_losses_and_gradients(channels_last):
 
 
 @cuda
-def test_the_replayed_step_draws_fresh_line_of_sight_points():
+@pytest.mark.parametrize("compile_losses", [False, True])
+def test_the_replayed_step_draws_fresh_line_of_sight_points(compile_losses):
     preset = tiny_preset()
     model = build_model(preset).cuda().train()
-    graphed = forward_backward(model, model, preset, "2d", None, graphs="step")
+    graphed = forward_backward(model, model, preset, "2d", None, graphs="step", compile_losses=compile_losses)
     batch = step_batch(preset, 1, "cuda", seed=4)
     first = graphed(batch)["line_of_sight"].clone()
     assert not torch.equal(first, graphed(batch)["line_of_sight"])

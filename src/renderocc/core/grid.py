@@ -8,11 +8,17 @@ from dataclasses import dataclass
 import torch
 
 
-@functools.lru_cache(maxsize=64)
 def constant(values: tuple[float, ...], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """A tuple of numbers (a box corner, a convention's sample table) as a tensor on a device, made once per
     (values, device, dtype): building it on every call is a host-to-device copy from pageable memory, which
     waits for the GPU to drain and cannot be captured in a CUDA graph. Shared: do not modify it."""
+    if torch.compiler.is_compiling():  # traced by torch.compile: a constant of the compiled graph
+        return torch.tensor(values, device=device, dtype=dtype)
+    return _cached_constant(values, device, dtype)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_constant(values: tuple[float, ...], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     return torch.tensor(values, device=device, dtype=dtype)
 
 

@@ -178,6 +178,7 @@ def _render_chunk(
     return (w * x).sum(-1), semantics, w.sum(-1), pairs, squares, (w > 0).sum(-1, dtype=torch.int32)
 
 
+@torch.compiler.disable  # its chunks follow the rays' lengths, read on the host: each batch would recompile
 def render_reference(
     density: torch.Tensor,
     semantics: torch.Tensor,
