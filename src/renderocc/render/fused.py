@@ -106,7 +106,7 @@ class _FusedRender(torch.autograd.Function):
         return grad_density, grad_semantics, None, None, None, None, None, None, None
 
 
-@torch.compiler.disable  # already two fused kernels; a compiled caller (the training losses) fuses around them
+@torch.compiler.disable  # two fused kernels already; a compiled caller (training's losses) fuses around them
 def render_fused(
     density: torch.Tensor,
     semantics: torch.Tensor,
