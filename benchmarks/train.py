@@ -381,7 +381,7 @@ def main() -> None:
     parser.add_argument(
         "--compile", action=argparse.BooleanOptionalAction, default=None,
         help="torch.compile the network's stages and the 2D losses (default: the preset's train.compile)",
-    )
+    )  # fmt: skip
     parser.add_argument(
         "--eager-losses", action="store_true",
         help="with --compile, leave the 2D losses eager (the row before they were compiled)",
