@@ -234,6 +234,35 @@ def compile_stages(model: torch.nn.Module) -> Callable[[], None]:
     return undo
 
 
+def first_compiled_step(
+    step_fn: Callable[[dict], dict],
+    batch: dict,
+    eager_losses: Callable[[], Callable[[dict], dict]],
+    uncompile: Callable[[], None],
+    write: Callable[[str], None],
+) -> tuple[dict, Callable[[dict], dict]]:
+    """Run the first step, which compiles; returns its losses and the step function to keep.
+
+    A compiler failure (any exception) costs a one-line warning, not the run: the step runs again with the
+    2D losses eager (`eager_losses()` builds that step), then, failing again, with the network eager too
+    (`uncompile`). The losses go first: compiled, they save a millisecond a step, the network tens.
+    """
+    tic = time.perf_counter()
+    for fallback in ("the 2D losses eager", "training eagerly"):
+        try:
+            losses = step_fn(batch)
+        except Exception as err:
+            reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+            write(f"warning: torch.compile failed ({reason}); {fallback}")
+            if fallback == "training eagerly":
+                uncompile()
+            step_fn = eager_losses()
+        else:
+            write(f"torch.compile: first step took {time.perf_counter() - tic:.0f} s (compilation)")
+            return losses, step_fn
+    return step_fn(batch), step_fn  # all eager: what fails now is not the compiler
+
+
 def total_iterations(preset: Preset, opts: TrainOptions, train_samples: int, global_batch: int) -> int:
     """The schedule's length in steps; epochs count steps of `global_batch` samples."""
     if opts.max_iters is not None:
@@ -479,17 +508,10 @@ def train(preset: Preset, opts: TrainOptions) -> Path:
     for step in range(start_step, total_iters):
         batch = batch_to(next(batches), device)
         if step == start_step and uncompile is not None:  # compilation happens in the first step
-            tic = time.perf_counter()
-            try:
-                losses = step_fn(batch)
-            except Exception as err:  # any compiler failure: train eagerly instead
-                uncompile()
-                reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
-                bar.write(f"warning: torch.compile failed ({reason}); training eagerly")
-                step_fn = forward_backward(model, raw_model, preset, opts.supervision, class_weights, graphs)
-                losses = step_fn(batch)
-            else:
-                bar.write(f"torch.compile: first step took {time.perf_counter() - tic:.0f} s (compilation)")
+            eager_losses = functools.partial(
+                forward_backward, model, raw_model, preset, opts.supervision, class_weights, graphs
+            )
+            losses, step_fn = first_compiled_step(step_fn, batch, eager_losses, uncompile, bar.write)
         else:
             losses = step_fn(batch)
         terms = torch.stack(list(losses.values()))  # a copy: a graph's outputs change at its next replay

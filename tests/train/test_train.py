@@ -170,6 +170,48 @@ def test_depth_start_trains_the_image_branch_and_starts_another_run(prepared, tm
         train(other, options(prepared, tmp_path / "other", init=str(tmp_path / "depth")))
 
 
+def test_a_failed_compilation_retries_with_eager_losses_then_eagerly():
+    calls, undone, lines = [], [], []
+
+    def compiled(batch):
+        calls.append("compiled")
+        raise RuntimeError("inductor: no kernel\n(traceback)")
+
+    def eager_losses(batch):  # fails while the network is still compiled
+        calls.append("eager losses")
+        if not undone:
+            raise RuntimeError("inductor again")
+        return {"depth": 1.0}
+
+    losses, step = train_module.first_compiled_step(
+        compiled, {}, lambda: eager_losses, lambda: undone.append(True), lines.append
+    )
+    assert losses == {"depth": 1.0} and step is eager_losses
+    assert calls == ["compiled", "eager losses", "eager losses"] and undone == [True]
+    assert lines == [
+        "warning: torch.compile failed (RuntimeError: inductor: no kernel); the 2D losses eager",
+        "warning: torch.compile failed (RuntimeError: inductor again); training eagerly",
+    ]
+
+
+def test_training_survives_a_failed_compilation_of_the_losses(prepared, tmp_path, monkeypatch, capsys):
+    def broken_compile(fn, **kwargs):  # the 2D losses fail to compile; the network compiles (to itself)
+        if fn is not rendered_losses:
+            return fn
+
+        def failing(*args, **kwargs):
+            raise RuntimeError("triton: PassManager::run failed")
+
+        return failing
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    final = train(tiny_preset(iters=2), options(prepared, tmp_path, compile=True))
+    assert final.name == "step-00000002"
+    out = capsys.readouterr().out
+    assert "torch.compile failed (RuntimeError: triton: PassManager::run failed); the 2D losses eager" in out
+    assert "training eagerly" not in out and "torch.compile: first step took" in out
+
+
 def test_time_budget_stops_with_a_checkpoint(prepared, tmp_path):
     final = train(tiny_preset(iters=4), options(prepared, tmp_path, time_budget_s=0.0))
     assert final.name == "step-00000001"  # the first step always runs, then the budget is spent

@@ -62,10 +62,13 @@ def test_off_cuda_the_losses_run_eagerly():
 
 
 @cuda
-def test_replays_match_eager_losses_and_gradients_on_new_inputs():
+@pytest.mark.parametrize("compiled", [False, True])
+def test_replays_match_eager_losses_and_gradients_on_new_inputs(compiled):
     preset = tiny_preset().replace(loss=dict(line_of_sight=0.0))
-    fn = functools.partial(rendered_losses, preset=preset, class_weights=torch.rand(17, device="cuda") + 0.5)
-    graphed = GraphedLosses(fn)
+    weights = torch.rand(17, device="cuda") + 0.5
+    fn = functools.partial(rendered_losses, preset=preset, class_weights=weights)
+    losses = torch.compile(rendered_losses, dynamic=False) if compiled else rendered_losses
+    graphed = GraphedLosses(functools.partial(losses, preset=preset, class_weights=weights))
     for seed, batch_size in ((1, 2), (2, 2), (3, 1)):  # two replays of one capture, then a second capture
         inputs = field_and_rays(preset, batch_size, 512, "cuda", seed)
         expected = losses_and_grads(fn, *inputs)
