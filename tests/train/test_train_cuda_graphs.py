@@ -61,8 +61,14 @@ def test_off_cuda_the_losses_run_eagerly():
     assert len(calls) == 3  # every call ran the function itself
 
 
+# torch 2.11's Triton failed to compile one of the compiled losses' fused reductions for these inputs on an
+# H200 ("PassManager::run failed" in make_ttgir; the r50 preset's compiled): `renderocc train` then retries
+# with the losses eager (train.first_compiled_step). A wrong value still fails the test.
+KNOWN_COMPILER_FAILURE = pytest.mark.xfail(raises=torch._dynamo.exc.BackendCompilerFailed, strict=False)
+
+
 @cuda
-@pytest.mark.parametrize("compiled", [False, True])
+@pytest.mark.parametrize("compiled", [False, pytest.param(True, marks=KNOWN_COMPILER_FAILURE)])
 def test_replays_match_eager_losses_and_gradients_on_new_inputs(compiled):
     preset = tiny_preset().replace(loss=dict(line_of_sight=0.0))
     weights = torch.rand(17, device="cuda") + 0.5
