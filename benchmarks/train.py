@@ -55,7 +55,7 @@ from renderocc.data.batch import batch_to
 from renderocc.models import build_model
 from renderocc.models.info import counted_flops, peak_bf16_tflops
 from renderocc.render.losses import class_weights_from_counts
-from renderocc.train import compile_stages, forward_backward, param_groups, rendered_losses, resolve_preset
+from renderocc.train import compile_stages, forward_backward, losses_2d_fn, param_groups, resolve_preset
 from renderocc.train_utils import distributed
 from renderocc.train_utils.cuda_graphs import GraphedLosses
 from renderocc.train_utils.data import open_index, train_loader
@@ -256,10 +256,8 @@ def bench(preset_name: str, preset: Preset, batch_size: int, args, dist) -> dict
     amp = preset.train.amp and device.type == "cuda"
     compiled = args.compile or (args.compile is None and preset.train.compile)
     compile_losses = compiled and not args.eager_losses
-    losses = torch.compile(rendered_losses, dynamic=False) if compile_losses else rendered_losses
-    losses_2d = GraphedLosses(
-        functools.partial(losses, preset=preset, class_weights=weights), args.graphs != "off"
-    )  # the rendering stage of --stages, timed on its own
+    # the rendering stage of --stages, timed on its own
+    losses_2d = GraphedLosses(losses_2d_fn(preset, weights, compile_losses), args.graphs != "off")
     graphs = "losses" if dist.enabled and args.graphs == "step" else args.graphs
     step_of = functools.partial(forward_backward, model, raw, preset, "2d", weights)
     step = step_of(graphs=graphs, compile_losses=compile_losses)

@@ -117,7 +117,7 @@ def training_losses(
     outputs = model(batch)
     losses = {"lidar_depth": preset.loss.lidar_depth * raw_model.depth_loss(outputs, batch)}
     if "2d" in supervision:
-        fn = losses_2d or functools.partial(rendered_losses, preset=preset, class_weights=class_weights)
+        fn = losses_2d or losses_2d_fn(preset, class_weights)
         losses |= fn(outputs["density"], outputs["semantics"], batch)
     if "3d" in supervision:
         gt = batch["voxel_semantics"]
@@ -179,6 +179,13 @@ def rendered_losses(
     return losses
 
 
+def losses_2d_fn(preset: Preset, class_weights: torch.Tensor | None, compiled: bool = False) -> LossFn:
+    """`rendered_losses` of the preset: (density, semantics, batch) -> its terms; compiled: under
+    torch.compile, which fuses the few hundred small kernels around the renderer's own into a few dozen."""
+    losses = torch.compile(rendered_losses, dynamic=False) if compiled else rendered_losses
+    return functools.partial(losses, preset=preset, class_weights=class_weights)
+
+
 def forward_backward(
     model: torch.nn.Module,
     raw_model: torch.nn.Module,
@@ -195,14 +202,12 @@ def forward_backward(
     graphs (on CUDA): "step" replays the whole forward and backward as one CUDA graph (GraphedCall; one
     process, since DDP's all-reduce runs outside graphs), "losses" the 2D losses only (GraphedLosses), "off"
     none.
-    losses_2d: the 2D loss terms, `rendered_losses` by default; compile_losses: that one under torch.compile
-    (the renderer's own kernels left as they are), which fuses its few hundred small kernels into a few
-    dozen. bf16 autocast when train.amp (on CUDA, and on CPUs with native bf16: train_utils.amp).
+    losses_2d: the 2D loss terms, `losses_2d_fn(preset, class_weights, compile_losses)` by default. bf16
+    autocast when train.amp (on CUDA, and on CPUs with native bf16: train_utils.amp).
     """
     device = next(raw_model.parameters()).device
     graphs = graphs if device.type == "cuda" else "off"
-    losses = torch.compile(rendered_losses, dynamic=False) if compile_losses else rendered_losses
-    fn_2d = losses_2d or functools.partial(losses, preset=preset, class_weights=class_weights)
+    fn_2d = losses_2d or losses_2d_fn(preset, class_weights, compile_losses)
 
     def step(batch: dict, fn_2d: LossFn) -> dict[str, torch.Tensor]:
         with autocast(device, preset.train.amp, cpu=True):
@@ -237,14 +242,14 @@ def compile_stages(model: torch.nn.Module) -> Callable[[], None]:
 def first_compiled_step(
     step_fn: Callable[[dict], dict],
     batch: dict,
-    eager_losses: Callable[[], Callable[[dict], dict]],
+    with_eager_losses: Callable[[], Callable[[dict], dict]],
     uncompile: Callable[[], None],
     write: Callable[[str], None],
 ) -> tuple[dict, Callable[[dict], dict]]:
     """Run the first step, which compiles; returns its losses and the step function to keep.
 
     A compiler failure (any exception) costs a one-line warning, not the run: the step runs again with the
-    2D losses eager (`eager_losses()` builds that step), then, failing again, with the network eager too
+    2D losses eager (`with_eager_losses()` builds that step), then, failing again, with the network eager too
     (`uncompile`). The losses go first: compiled, they save a millisecond a step, the network tens.
     """
     tic = time.perf_counter()
@@ -256,7 +261,7 @@ def first_compiled_step(
             write(f"warning: torch.compile failed ({reason}); {fallback}")
             if fallback == "training eagerly":
                 uncompile()
-            step_fn = eager_losses()
+            step_fn = with_eager_losses()
         else:
             write(f"torch.compile: first step took {time.perf_counter() - tic:.0f} s (compilation)")
             return losses, step_fn
@@ -508,10 +513,10 @@ def train(preset: Preset, opts: TrainOptions) -> Path:
     for step in range(start_step, total_iters):
         batch = batch_to(next(batches), device)
         if step == start_step and uncompile is not None:  # compilation happens in the first step
-            eager_losses = functools.partial(
+            with_eager_losses = functools.partial(
                 forward_backward, model, raw_model, preset, opts.supervision, class_weights, graphs
             )
-            losses, step_fn = first_compiled_step(step_fn, batch, eager_losses, uncompile, bar.write)
+            losses, step_fn = first_compiled_step(step_fn, batch, with_eager_losses, uncompile, bar.write)
         else:
             losses = step_fn(batch)
         terms = torch.stack(list(losses.values()))  # a copy: a graph's outputs change at its next replay

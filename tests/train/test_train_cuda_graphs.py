@@ -3,14 +3,13 @@ random line-of-sight points on every replay (the CUDA tests run on a GPU machine
 
 from __future__ import annotations
 
-import functools
 import threading
 
 import pytest
 import torch
 from train_fixtures import tiny_preset
 
-from renderocc.train import rendered_losses
+from renderocc.train import losses_2d_fn, rendered_losses
 from renderocc.train_utils.cuda_graphs import GraphedLosses
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
@@ -72,9 +71,8 @@ KNOWN_COMPILER_FAILURE = pytest.mark.xfail(raises=torch._dynamo.exc.BackendCompi
 def test_replays_match_eager_losses_and_gradients_on_new_inputs(compiled):
     preset = tiny_preset().replace(loss=dict(line_of_sight=0.0))
     weights = torch.rand(17, device="cuda") + 0.5
-    fn = functools.partial(rendered_losses, preset=preset, class_weights=weights)
-    losses = torch.compile(rendered_losses, dynamic=False) if compiled else rendered_losses
-    graphed = GraphedLosses(functools.partial(losses, preset=preset, class_weights=weights))
+    fn = losses_2d_fn(preset, weights)
+    graphed = GraphedLosses(losses_2d_fn(preset, weights, compiled))
     for seed, batch_size in ((1, 2), (2, 2), (3, 1)):  # two replays of one capture, then a second capture
         inputs = field_and_rays(preset, batch_size, 512, "cuda", seed)
         expected = losses_and_grads(fn, *inputs)
@@ -90,7 +88,7 @@ def test_replays_match_eager_losses_and_gradients_on_new_inputs(compiled):
 @cuda
 def test_line_of_sight_points_are_drawn_afresh_on_every_replay():
     preset = tiny_preset().replace(loss=dict(line_of_sight=1.0))
-    fn = functools.partial(rendered_losses, preset=preset, class_weights=None)
+    fn = losses_2d_fn(preset, None)
     graphed = GraphedLosses(fn)
     inputs = field_and_rays(preset, 2, 256, "cuda", seed=4)
     draws = [losses_and_grads(graphed, *inputs)[0] for _ in range(4)]
@@ -105,7 +103,7 @@ def test_line_of_sight_points_are_drawn_afresh_on_every_replay():
 def test_capture_survives_pinned_allocations_in_another_thread():
     # what the data loader's pin-memory thread does while the first step captures: fresh pinned buffers
     preset = tiny_preset().replace(loss=dict(line_of_sight=0.0))
-    fn = functools.partial(rendered_losses, preset=preset, class_weights=None)
+    fn = losses_2d_fn(preset, None)
     inputs = field_and_rays(preset, 2, 256, "cuda", seed=5)
     stop = threading.Event()
 
