@@ -41,6 +41,15 @@ def assert_same_step(first: tuple[dict, dict], second: tuple[dict, dict], rtol: 
         assert err < rtol, f"gradient of {name}: max error {float(err):.2e} of its largest entry"
 
 
+# torch 2.11's CPU inductor cannot generate the 3D encoder's backward here (a scatter codegen assertion, seen
+# on the GPU machine with or without the losses compiled); training then falls back to eager. A wrong value
+# still fails the test.
+@pytest.mark.xfail(
+    torch.__version__.startswith("2.11."),
+    reason="torch 2.11 CPU inductor: the encoder's backward",
+    raises=torch._dynamo.exc.BackendCompilerFailed,
+    strict=False,
+)
 def test_compiled_stages_and_losses_give_the_eager_losses_and_gradients(monkeypatch):
     # about 100 s on 2 idle cores: inductor compiles C++ for the CPU
     # the demo preset's network, shrunk, every 2D loss on: eager against torch.compile of backbone, neck,
