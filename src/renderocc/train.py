@@ -250,7 +250,8 @@ def first_compiled_step(
 
     A compiler failure (any exception) costs a one-line warning, not the run: the step runs again with the
     2D losses eager (`with_eager_losses()` builds that step), then, failing again, with the network eager too
-    (`uncompile`). The losses go first: compiled, they save a millisecond a step, the network tens.
+    (`uncompile`). The losses go first: compiled, they save a millisecond a step, the network tens; a network
+    that cannot compile is thus tried twice.
     """
     tic = time.perf_counter()
     for fallback in ("the 2D losses eager", "training eagerly"):
