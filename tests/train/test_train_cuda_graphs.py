@@ -61,8 +61,8 @@ def test_off_cuda_the_losses_run_eagerly():
 
 
 # torch 2.11's Triton failed to compile one of the compiled losses' fused reductions for these inputs on an
-# H200 ("PassManager::run failed" in make_ttgir; the r50 preset's compiled): `renderocc train` then retries
-# with the losses eager (train.first_compiled_step). A wrong value still fails the test.
+# H200 ("PassManager::run failed" in make_ttgir; the r50 preset's losses compiled): `renderocc train` then
+# retries with the losses eager (train.first_compiled_step). A wrong value still fails the test.
 KNOWN_COMPILER_FAILURE = pytest.mark.xfail(raises=torch._dynamo.exc.BackendCompilerFailed, strict=False)
 
 

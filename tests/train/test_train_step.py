@@ -56,8 +56,8 @@ def test_compiled_stages_and_losses_give_the_eager_losses_and_gradients(monkeypa
     # encoder, heads and the 2D losses (the renderer stays eager inside them)
     # float32 (no bf16 autocast, which CPUs with native bf16 would use): the comparison is about compilation
     monkeypatch.setattr(torch._inductor.config, "fallback_random", True)  # eager's line-of-sight draws
-    compiled_fns, compile = [], torch.compile
-    monkeypatch.setattr(torch, "compile", lambda fn, **kw: compiled_fns.append(fn) or compile(fn, **kw))
+    compiled_fns, real_compile = [], torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: compiled_fns.append(fn) or real_compile(fn, **kw))
     preset = tiny_preset().replace(train=dict(amp=False))
     torch.manual_seed(0)
     model = build_model(preset).train()
