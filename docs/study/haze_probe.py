@@ -19,40 +19,22 @@ what it finds; the question is for the r50 presets, which train on Occ3D's own 0
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
-
 import torch
+from probe_setup import probe_setup
 
-from renderocc.checkpoint import load_model
 from renderocc.core.classes import FREE
 from renderocc.core.grid import VoxelGrid
 from renderocc.data.batch import batch_to
-from renderocc.eval.calibrate import FREE_VOTE, OCCUPIED_VOTE, load_readout, ray_votes
-from renderocc.eval.miou import confusion_matrix, mean_iou, resample_labels
-from renderocc.models.heads import occupancy_readout
-from renderocc.train_utils.data import eval_loader, open_index
+from renderocc.eval.calibrate import FREE_VOTE, OCCUPIED_VOTE, ray_votes
+from renderocc.eval.miou import confusion_matrix, mean_iou
 
 CATEGORIES = ("crossed", "ended in", "unreached")
 
 
 @torch.no_grad()
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", required=True)
-    parser.add_argument("--dataroot", required=True)
-    parser.add_argument("--version", default=None)
-    parser.add_argument("--readout", default=None, help="per-layer thresholds (renderocc calibrate --json)")
-    parser.add_argument("--frames", type=int, default=24, help="held-out frames to count")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = parser.parse_args()
-
-    model, preset = load_model(args.checkpoint, device=args.device)  # in eval mode
-    if args.readout:
-        preset = preset.with_readout(load_readout(args.readout))
     # every labelled ray of each frame votes, not the training's sample of them
-    data = dataclasses.replace(preset.data, max_rays=200_000)
-    loader = eval_loader(open_index(args.dataroot, args.version), data, "val", 1, 0, max_samples=args.frames)
+    args, preset, predict, loader = probe_setup(__doc__.splitlines()[0], max_rays=200_000)
     occ3d = VoxelGrid()
     layers = occ3d.shape[2]
     # [category, layer]: true free voxels read out occupied and all of them; true occupied read out occupied
@@ -60,15 +42,9 @@ def main() -> None:
     hits, occupied_total = torch.zeros(3, layers), torch.zeros(3, layers)
     # confusion of the read-out as it is (key None) and with one category forced free
     confusions = {key: torch.zeros(FREE + 1, FREE + 1, dtype=torch.int64) for key in (None, 0, 1, 2)}
-    threshold = torch.tensor(preset.readout_threshold(), dtype=torch.float32, device=args.device)
     for batch in loader:
+        labels = predict(batch)[0].long().cpu()  # the read-out as `renderocc eval` scores it
         batch = batch_to(batch, args.device)
-        out = model(batch)
-        density, semantics = out["density"].float(), out["semantics"].float()
-        # the read-out of the trained grid, carried to Occ3D's grid as `renderocc eval` scores it (the counts
-        # on the CPU); threshold: one, or one per z layer (the last axis)
-        labels = resample_labels(occupancy_readout(density, semantics, threshold), preset.grid, occ3d)
-        labels = labels[0].long().cpu()
         occupied = labels != FREE
         votes = ray_votes(batch, occ3d)[0].view(occ3d.shape).cpu()
         category = torch.full(occ3d.shape, 2)

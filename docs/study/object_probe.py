@@ -18,20 +18,11 @@ Run it on a 2d and a 3d checkpoint of the same data and steps and compare the ro
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
-
 import torch
 import torch.nn.functional as F
+from probe_setup import probe_setup
 
-from renderocc.checkpoint import load_model
 from renderocc.core.classes import FREE, NUM_SEMANTIC, OCC3D_CLASSES
-from renderocc.core.grid import VoxelGrid
-from renderocc.data.batch import batch_to
-from renderocc.eval.calibrate import load_readout
-from renderocc.eval.miou import resample_labels
-from renderocc.models.heads import occupancy_readout
-from renderocc.train_utils.data import eval_loader, open_index
 
 COLUMNS = ("IoU", "miss: other", "miss: near", "miss: none", "false: other", "false: near", "false: far")
 GROUPS = {"objects (0-10)": range(0, 11), "ground (11-14)": range(11, 15), "manmade, vegetation": (15, 16)}
@@ -77,31 +68,12 @@ def print_table(counts: torch.Tensor) -> None:
 
 @torch.no_grad()
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", required=True)
-    parser.add_argument("--dataroot", required=True)
-    parser.add_argument("--version", default=None)
-    parser.add_argument("--readout", default=None, help="per-layer thresholds (renderocc calibrate --json)")
-    parser.add_argument("--frames", type=int, default=24, help="held-out frames to count")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = parser.parse_args()
-
-    model, preset = load_model(args.checkpoint, device=args.device)  # in eval mode
-    if args.readout:
-        preset = preset.with_readout(load_readout(args.readout))
-    data = dataclasses.replace(preset.data, max_rays=1)  # the rays are not used
-    loader = eval_loader(open_index(args.dataroot, args.version), data, "val", 1, 0, max_samples=args.frames)
-    occ3d = VoxelGrid()
-    threshold = torch.tensor(preset.readout_threshold(), dtype=torch.float32, device=args.device)
+    _, preset, predict, loader = probe_setup(__doc__.splitlines()[0], max_rays=1)  # no rays needed
     counts = torch.zeros(NUM_SEMANTIC, len(COLUMNS), dtype=torch.int64)
     for batch in loader:
-        batch = batch_to(batch, args.device)
-        out = model(batch)
-        # the read-out as `renderocc eval` scores it, on Occ3D's grid
-        pred = resample_labels(occupancy_readout(out["density"].float(), out["semantics"].float(), threshold),
-                               preset.grid, occ3d)[0].long().cpu()  # fmt: skip
-        truth = batch["voxel_semantics"][0].long().cpu()
-        visible = batch["mask_camera"][0].bool().cpu()
+        pred = predict(batch)[0].long().cpu()
+        truth = batch["voxel_semantics"][0].long()
+        visible = batch["mask_camera"][0].bool()
         counts += error_counts(pred, truth, visible)
     print(f"{len(loader)} held-out frames, camera mask, Occ3D grid; read-out {preset.readout_threshold()}")
     print("per class: its true voxels, then the IoU and each kind of error in % of its union")
