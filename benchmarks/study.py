@@ -91,6 +91,10 @@ SETTINGS: dict[str, tuple[str, dict]] = {
     "rays-9600": ("2d", {"data": {"max_rays": 9_600}}),
     "rays-38400": ("2d", {"data": {"max_rays": 38_400}}),
     "rays-76800": ("2d", {"data": {"max_rays": 76_800}}),
+    # all 38,400 rays for the line-of-sight and point-voxel terms, the first 9,600 (4,800) rendered: does the
+    # 8.5 read-out's loss at fewer rays come from the free-space and surface points or from the renderer?
+    "render-9600": ("2d", {"render": {"rendered_rays": 9_600}}),
+    "render-4800": ("2d", {"render": {"rendered_rays": 4_800}}),
     # what the 2D recipe's additions bring: all of them off (rendering losses and the all-voxel prior, every
     # voxel starting above the read-out: the recipe before 2026-11-24; also with 3D labels), and some of them
     # off or changed. These ran before the balanced sampling, so they keep the reference's.
@@ -103,6 +107,9 @@ SETTINGS: dict[str, tuple[str, dict]] = {
     "no-line-of-sight": ("2d", {"loss": {"line_of_sight": 0.0}}),
     # the line-of-sight term per crossed voxel, not per point (issue 19: free space above the surfaces)
     "los-voxels": ("2d", {"loss": {"line_of_sight_per_voxel": True}}),
+    # the line-of-sight term 3x: does a stronger pull empty the haze far from the surfaces that the per-layer
+    # read-out leaves (docs/study/object_probe.py), or does it thin the surfaces too?
+    "los-3": ("2d", {"loss": {"line_of_sight": 3.0}}),
     # the all-voxel prior 10x stronger
     "free-space-1": ("2d", {"loss": {"free_space": 1.0}, "data": REFERENCE_SAMPLING}),
     "footprint-1": ("2d", {"loss": {"ground_footprint": 1}}),

@@ -80,6 +80,10 @@ class RenderConfig:
     density_shift: float = -13.815510557964274  # log(1 / (1 - 1e-6) - 1): density 0 is transparent
     skip_threshold: float = 1e-7  # samples whose alpha or weight falls below this are skipped
     implementation: str = "auto"  # "auto" (fused on CUDA), "torch", "triton"
+    # Rays per sample rendered for the depth, semantic, entropy and distortion terms: the first N of the
+    # data.max_rays the loader draws (they come in draw order, so these are a weighted sample of their own).
+    # The line-of-sight and point-voxel terms, which cost little per ray, keep all of them. None: all.
+    rendered_rays: int | None = None
     # "metric": samples through the grid box every step_size metres, extinction softplus(density + shift) per
     # metre, metric depth. "reference": the published release's (render/conventions.py): samples from the ray
     # origin inside a 39 m sphere plus a background shell, step_size counted in voxels (the same density 2.5x

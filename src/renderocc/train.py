@@ -140,6 +140,7 @@ def rendered_losses(
     [B, X, Y, Z, K], the free-space priors and the voxels that hold the rays' LiDAR points."""
     from renderocc.render import volume_render
     from renderocc.render.losses import (
+        first_rays,
         free_space_prior,
         line_of_sight_free_space,
         rendered_rays,
@@ -148,12 +149,13 @@ def rendered_losses(
     )
 
     r, cfg, grid = preset.render, preset.loss, preset.grid
-    scored = rendered_rays(batch, grid, cfg, r.convention)  # only these are rendered
+    # rendered: the first render.rendered_rays of the rays, less those the rendering losses do not score
+    scored = rendered_rays(first_rays(batch, r.rendered_rays), grid, cfg, r.convention)
     rendered = volume_render(
         density,
         semantics,
-        batch["rays_o"],
-        batch["rays_d"],
+        scored["rays_o"],
+        scored["rays_d"],
         grid,
         r.step_size,
         r.density_shift,
@@ -385,8 +387,11 @@ def restore(
 
 def train(preset: Preset, opts: TrainOptions) -> Path:
     """Train `preset` on a prepared dataset; returns the final checkpoint directory."""
+    from renderocc.render.losses import check_rendered_rays
+
     if opts.supervision not in SUPERVISION:
         raise ValueError(f"--supervision {opts.supervision!r}; choose from {', '.join(SUPERVISION)}")
+    check_rendered_rays(preset.render.rendered_rays)
     dist = distributed.setup(opts.device)
     device = dist.device
     run_dir = Path(opts.out)

@@ -75,6 +75,20 @@ def test_weighted_sample_without_replacement() -> None:
     assert (first == 1).float().mean().item() == pytest.approx(0.75, abs=0.03)
 
 
+@pytest.mark.parametrize("k", [2, 5])  # fewer than the positive weights, and all of them
+def test_weighted_sample_comes_in_draw_order(k: int) -> None:
+    """The first n indices are a weighted sample of n: the first is i with probability w_i / sum(w), the
+    first two are the pair (i, j) with probability w_i / W * w_j / (W - w_i)."""
+    gen = torch.Generator().manual_seed(1)
+    weights = torch.tensor([1.0, 0.0, 2.0, 3.0, 4.0])
+    draws = torch.stack([weighted_sample(weights, k, gen)[:2] for _ in range(6000)])
+    for i in (0, 2, 3, 4):
+        share = (weights[i] / weights.sum()).item()
+        assert (draws[:, 0] == i).float().mean().item() == pytest.approx(share, abs=0.02)
+    pair = ((draws[:, 0] == 4) & (draws[:, 1] == 3)).float().mean().item()
+    assert pair == pytest.approx(0.4 * 3 / 6, abs=0.02)
+
+
 def test_ray_reaches_the_labelled_point() -> None:
     K = torch.tensor(
         [[[500.0, 0, 352], [0, 500.0, 128], [0, 0, 1]], [[300.0, 0, 200], [0, 320.0, 100], [0, 0, 1]]]

@@ -79,6 +79,38 @@ def test_reference_convention_renders_only_rays_labelled_within_52_m():
     assert density.grad.abs().sum() > 0
 
 
+def test_rendered_rays_renders_the_first_rays_and_keeps_all_for_the_point_terms():
+    preset = tiny_preset()
+    g = torch.Generator().manual_seed(2)
+    density = (torch.rand(2, *preset.grid.shape, generator=g) * 20).requires_grad_()
+    semantics = torch.randn(2, *preset.grid.shape, 17, generator=g)
+    rays_d = torch.nn.functional.normalize(
+        torch.randn(2, 6, 3, generator=g) * torch.tensor([1.0, 1.0, 0.1]), dim=-1
+    )
+    batch = {
+        "rays_o": torch.tensor([0.0, 0.0, 1.5]).expand(2, 6, 3),
+        "rays_d": rays_d,
+        "ray_depth": 4 + 10 * torch.rand(2, 6, generator=g),
+        "ray_class": torch.randint(0, 17, (2, 6), generator=g),
+        "ray_frame": torch.zeros(2, 6, dtype=torch.int64),
+        "ray_valid": torch.ones(2, 6, dtype=torch.bool),
+    }
+    weights = torch.rand(17, generator=g) + 0.5
+    first_four = preset.replace(render={"rendered_rays": 4})
+    torch.manual_seed(0)  # the line-of-sight points are drawn afresh on every call
+    losses = rendered_losses(density, semantics, batch, first_four, weights)
+    torch.manual_seed(0)
+    all_rays = rendered_losses(density, semantics, batch, preset, weights)
+    cut = rendered_losses(density, semantics, {k: v[:, :4] for k, v in batch.items()}, preset, weights)
+    for name in ("depth", "semantic", "entropy", "distortion"):
+        torch.testing.assert_close(losses[name], cut[name])
+        assert losses[name] != all_rays[name]
+    for name in ("line_of_sight", "surface_occupancy", "surface_semantic", "free_space"):
+        torch.testing.assert_close(losses[name], all_rays[name])
+    with pytest.raises(ValueError, match="render.rendered_rays=0"):
+        rendered_losses(density, semantics, batch, preset.replace(render={"rendered_rays": 0}), weights)
+
+
 def options(prepared, out, **kwargs) -> TrainOptions:
     return TrainOptions(
         prepared.dataroot, out, index_dir=prepared.root, progress=False, device="cpu", **kwargs

@@ -32,6 +32,7 @@ Keys (B samples, T = 1 + number of previous frames, index 0 = key frame, N = 6 c
   ray_class     int64   [B, R]               Occ3D class 0..16 of the LiDAR point
   ray_frame     int64   [B, R]               keyframe offset the ray comes from (0 = key frame)
   ray_valid     bool    [B, R]               False for padding when a sample has fewer than R rays
+                                             (rays in the order drawn: any first n are a weighted draw of n)
   voxel_semantics uint8 [B, X, Y, Z]         Occ3D labels 0..17 (only when the dataset has gts)
   mask_camera   bool    [B, X, Y, Z]
   mask_lidar    bool    [B, X, Y, Z]
@@ -62,6 +63,7 @@ TENSOR_KEYS = (
     "ray_frame",
     "ray_valid",
 )
+RAY_KEYS = ("rays_o", "rays_d", "ray_depth", "ray_class", "ray_frame", "ray_valid")  # [B, R, ...]
 OPTIONAL_KEYS = ("voxel_semantics", "mask_camera", "mask_lidar")
 
 

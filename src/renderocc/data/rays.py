@@ -49,14 +49,14 @@ def ray_weights(
 
 def weighted_sample(weights: torch.Tensor, k: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """Indices of at most k draws without replacement, probability proportional to weights [P] (zero
-    weights never drawn). Efraimidis-Spirakis: the k smallest of Exp(1) / w, one vectorised top-k."""
+    weights never drawn), in the order drawn: any first n of them are themselves such a sample of n, which
+    lets training render fewer rays than it labels (RenderConfig.rendered_rays). Efraimidis-Spirakis: the
+    k smallest of Exp(1) / w, smallest first, one vectorised top-k."""
     positive = weights > 0
-    if int(positive.sum()) <= k:
-        return torch.nonzero(positive).squeeze(1)
     # -log(U) ~ Exp(1); torch.rand is vectorised where exponential_ with a generator samples one by one.
     keys = -torch.rand(weights.shape, generator=generator).log_() / weights
     keys = torch.where(positive, keys, torch.inf)
-    return torch.topk(keys, k, largest=False, sorted=False).indices
+    return torch.topk(keys, min(k, int(positive.sum())), largest=False, sorted=True).indices
 
 
 def grouped_matvec(matrices: torch.Tensor, group: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:

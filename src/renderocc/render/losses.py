@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from renderocc.config import LossConfig
 from renderocc.core.classes import GROUND_CLASSES
 from renderocc.core.grid import VoxelGrid
-from renderocc.data.batch import Batch
+from renderocc.data.batch import RAY_KEYS, Batch
 from renderocc.render.conventions import (
     METRIC,
     REFERENCE,
@@ -214,6 +214,21 @@ def ends_outside_grid(batch: Batch, grid: VoxelGrid) -> torch.Tensor:
 def ends_inside_grid(batch: Batch, grid: VoxelGrid) -> torch.Tensor:
     """bool [B, R]: valid rays with a depth label whose LiDAR point lies inside the grid box."""
     return batch["ray_valid"].bool() & (batch["ray_depth"] > 0) & ~ends_outside_grid(batch, grid)
+
+
+def first_rays(batch: Batch, n: int | None) -> Batch:
+    """The batch with its rays (RAY_KEYS, [B, R, ...]) cut to the first n of each sample; None: all. The
+    loader's rays come in the order drawn, so the first n are a weighted sample of n themselves."""
+    check_rendered_rays(n)
+    if n is None:
+        return batch
+    return batch | {key: batch[key][:, :n] for key in RAY_KEYS if key in batch}
+
+
+def check_rendered_rays(n: int | None) -> None:
+    """Refuse a RenderConfig.rendered_rays that renders nothing."""
+    if n is not None and n <= 0:
+        raise ValueError(f"render.rendered_rays={n}: use a positive number of rays, or null for all")
 
 
 def rendered_rays(batch: Batch, grid: VoxelGrid, cfg: LossConfig, convention: str = METRIC) -> Batch:
