@@ -68,7 +68,7 @@ def print_table(counts: torch.Tensor) -> None:
 
 @torch.no_grad()
 def main() -> None:
-    _, preset, predict, loader = probe_setup(__doc__.splitlines()[0], max_rays=1)  # no rays needed
+    _, preset, predict, loader = probe_setup(__doc__.splitlines()[0], max_rays=None)  # no rays needed
     counts = torch.zeros(NUM_SEMANTIC, len(COLUMNS), dtype=torch.int64)
     for batch in loader:
         pred = predict(batch)[0].long().cpu()
