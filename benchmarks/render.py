@@ -299,36 +299,47 @@ def profile(grid, step_size, rays_per_sample, classes, cfg, weights) -> None:
         print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=12, max_name_column_width=60))
 
 
-SKIP_THRESHOLDS = (1e-5, 1e-4, 1e-3)  # besides the preset's: what a coarser skip would keep and change
+# besides the preset's: what a coarser skip threshold (which is also where rays stop), or only an earlier
+# stop, would keep and change
+SKIP_THRESHOLDS = (1e-5, 1e-4, 1e-3)
+STOP_TRANSMITTANCES = (1e-5, 1e-4, 1e-3)
 
 
-def render_batch(field, batch: dict, preset: Preset, skip_threshold: float):
-    """RenderOutput of the batch's valid rays through field (no gradients), at this skip threshold."""
+def render_batch(field, batch: dict, preset: Preset, skip_threshold: float, stop: float | None = None):
+    """RenderOutput of the batch's valid rays through field (no gradients), at this skip threshold and
+    stop transmittance (None: the skip threshold)."""
     r = preset.render
     with torch.no_grad():
         return volume_render(
             *field, batch["rays_o"], batch["rays_d"], preset.grid, r.step_size, r.density_shift,
-            skip_threshold, convention=CONVENTION, ray_mask=batch["ray_valid"],
+            skip_threshold, convention=CONVENTION, ray_mask=batch["ray_valid"], stop_transmittance=stop,
         )  # fmt: skip
 
 
 def skip_sweep(field, batch: dict, preset: Preset) -> list[dict]:
-    """Kept samples per ray at coarser skip thresholds, and how far depth and the argmax class move from the
-    preset's threshold: what fewer samples would cost the rendered outputs (not the gradients)."""
+    """Kept samples per ray at coarser skip thresholds, and at the preset's with earlier stops, and how far
+    depth and the argmax class move from the preset's: what fewer samples would cost the rendered outputs
+    (not the gradients)."""
     valid = batch["ray_valid"]
-    thresholds = (preset.render.skip_threshold, *SKIP_THRESHOLDS)
-    outs = [render_batch(field, batch, preset, threshold) for threshold in thresholds]
+    r = preset.render
+    settings = [(r.skip_threshold, r.stop_transmittance)]
+    settings += [(skip, None) for skip in SKIP_THRESHOLDS]
+    if CONVENTION == "metric":  # the reference convention has its own stop
+        settings += [(r.skip_threshold, stop) for stop in STOP_TRANSMITTANCES]
+    outs = [render_batch(field, batch, preset, skip, stop) for skip, stop in settings]
     base = outs[0]
     rows = []
-    for threshold, out in zip(thresholds, outs):
+    for (skip, stop), out in zip(settings, outs):
         moved = (out.depth - base.depth)[valid].abs()
         same = (out.semantics.argmax(-1) == base.semantics.argmax(-1))[valid].float().mean()
         kept = float(out.samples[valid].float().mean())
-        rows.append(dict(skip_threshold=threshold, kept_samples=kept, depth_moved_mean=float(moved.mean()),
-                         depth_moved_max=float(moved.max()), same_class=float(same)))  # fmt: skip
+        rows.append(dict(skip_threshold=skip, stop_transmittance=stop, kept_samples=kept,
+                         depth_moved_mean=float(moved.mean()), depth_moved_max=float(moved.max()),
+                         same_class=float(same)))  # fmt: skip
         print(
-            f"skip threshold {threshold:g}: {kept:.1f} kept samples per ray, depth moved {moved.mean():.4f} "
-            f"m (max {moved.max():.3f}), argmax class unchanged on {same:.2%} of rays",
+            f"skip threshold {skip:g}, stop {'at it' if stop is None else f'{stop:g}'}: {kept:.1f} kept "
+            f"samples per ray, depth moved {moved.mean():.4f} m (max {moved.max():.3f}), argmax class "
+            f"unchanged on {same:.2%} of rays",
             flush=True,
         )
     return rows
@@ -363,10 +374,10 @@ def real_batch_terms(args: argparse.Namespace) -> dict:
         "trained-like": make_field("trained", grid, 2, classes, args.device, seed=2),
         "fresh": make_field("fresh", grid, 2, classes, args.device, seed=2),
     }
-    rows = []
+    rows, r = [], preset.render
     for name, field in fields.items():
         valid = batch["ray_valid"]
-        out = render_batch(field, batch, preset, preset.render.skip_threshold)
+        out = render_batch(field, batch, preset, r.skip_threshold, r.stop_transmittance)
         kept = out.samples[valid].float()
         print(
             f"real rays, {name} field: {kept.mean():.1f} kept samples per ray (90th percentile "

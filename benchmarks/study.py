@@ -95,6 +95,9 @@ SETTINGS: dict[str, tuple[str, dict]] = {
     # 8.5 read-out's loss at fewer rays come from the free-space and surface points or from the renderer?
     "render-9600": ("2d", {"render": {"rendered_rays": 9_600}}),
     "render-4800": ("2d", {"render": {"rendered_rays": 4_800}}),
+    # rays stop at transmittance 1e-3 (the reference's stop) instead of 1e-7: fewer samples behind the
+    # surfaces for the renderer, the cost issue 18 item 3 asks to cut; does accuracy hold?
+    "stop-1e-3": ("2d", {"render": {"stop_transmittance": 1e-3}}),
     # what the 2D recipe's additions bring: all of them off (rendering losses and the all-voxel prior, every
     # voxel starting above the read-out: the recipe before 2026-11-24; also with 3D labels), and some of them
     # off or changed. These ran before the balanced sampling, so they keep the reference's.

@@ -79,6 +79,10 @@ class RenderConfig:
     step_size: float = 0.2  # metres; half a 0.4 m voxel
     density_shift: float = -13.815510557964274  # log(1 / (1 - 1e-6) - 1): density 0 is transparent
     skip_threshold: float = 1e-7  # samples whose alpha or weight falls below this are skipped
+    # "metric" convention: a ray stops once its transmittance falls below this (the reference's stops at
+    # 1e-3). None: at the skip threshold, where every later weight is skipped anyway. A larger value renders
+    # fewer samples behind the surfaces, which cost the renderer's time, and gives them no gradient.
+    stop_transmittance: float | None = None
     implementation: str = "auto"  # "auto" (fused on CUDA), "torch", "triton"
     # Rays per sample rendered for the depth, semantic, entropy and distortion terms: the first N of the
     # data.max_rays the loader draws (they come in draw order, so these are a weighted sample of their own).

@@ -163,6 +163,7 @@ def rendered_losses(
         r.implementation,
         r.convention,
         scored["ray_valid"],
+        r.stop_transmittance,
     )
     losses = rendering_losses(rendered, scored, cfg, class_weights, r.convention)
     threshold = cfg.occupancy_threshold
@@ -387,11 +388,14 @@ def restore(
 
 def train(preset: Preset, opts: TrainOptions) -> Path:
     """Train `preset` on a prepared dataset; returns the final checkpoint directory."""
+    from renderocc.render.conventions import resolve
     from renderocc.render.losses import check_rendered_rays
 
     if opts.supervision not in SUPERVISION:
         raise ValueError(f"--supervision {opts.supervision!r}; choose from {', '.join(SUPERVISION)}")
-    check_rendered_rays(preset.render.rendered_rays)
+    r = preset.render
+    check_rendered_rays(r.rendered_rays)
+    resolve(r.convention, preset.grid, r.step_size, r.skip_threshold, r.stop_transmittance)  # before any step
     dist = distributed.setup(opts.device)
     device = dist.device
     run_dir = Path(opts.out)

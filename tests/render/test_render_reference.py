@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 from render_naive import naive_render
@@ -110,6 +112,35 @@ def test_opaque_slab_renders_its_depth_and_class():
     # the first opaque sample lies within one step after the face: its centre is face + step / 2
     assert ((out.depth - (face + step / 2)).abs() <= step / 2 + 0.03).all(), (out.depth, face)
     assert (out.semantics.argmax(-1) == 2).all()
+
+
+def test_stop_transmittance_ends_a_ray_in_a_uniform_medium():
+    """A 20 m row of uniform extinction 0.5 / m, so tau = 0.1 per 0.2 m sample: with a stop at 1e-3 the ray
+    keeps the samples whose transmittance exp(-0.1 k) is at least 1e-3 (k <= 69) and gives nothing behind
+    them a gradient; at the default (the skip threshold, 1e-7) it keeps all 100."""
+    grid = VoxelGrid(lower=(0.0, -0.5, -0.5), upper=(20.0, 0.5, 0.5), voxel_size=1.0)
+    density_value = math.log(math.expm1(0.5)) - SHIFT  # softplus(density + shift) = 0.5 per metre
+    rays_o, rays_d = torch.tensor([[[-1.0, 0.0, 0.0]]]), torch.tensor([[[1.0, 0.0, 0.0]]])
+    out = {}
+    for stop in (None, 1e-3):
+        density = torch.full((1, *grid.shape), density_value, dtype=torch.float64, requires_grad=True)
+        semantics = torch.zeros(1, *grid.shape, 2, dtype=torch.float64)
+        render = volume_render(
+            density, semantics, rays_o, rays_d, grid, 0.2, stop_transmittance=stop, implementation="torch"
+        )
+        render.depth.sum().backward()
+        out[stop] = render, density.grad[0, :, 0, 0]
+    (full, full_grad), (stopped, stopped_grad) = out[None], out[1e-3]
+    assert full.samples.item() == 100 and stopped.samples.item() == 70
+    torch.testing.assert_close(full.opacity, torch.tensor([[1 - math.exp(-10.0)]], dtype=torch.float64))
+    torch.testing.assert_close(stopped.opacity, torch.tensor([[1 - math.exp(-7.0)]], dtype=torch.float64))
+    # the last kept sample lies at x = 13.9 m, between the centres of voxels 13 and 14
+    assert (stopped_grad[15:] == 0).all() and (stopped_grad[:15] != 0).all()
+    assert (full_grad[15:] != 0).all()
+    with pytest.raises(ValueError, match="render.stop_transmittance=1.0"):
+        volume_render(density, semantics, rays_o, rays_d, grid, 0.2, stop_transmittance=1.0)
+    with pytest.raises(ValueError, match="metric convention"):
+        resolve("reference", VoxelGrid(), 0.2, 1e-7, stop_transmittance=1e-3)
 
 
 def test_empty_grid_and_missing_rays_render_nothing():

@@ -79,9 +79,10 @@ def test_reference_convention_renders_only_rays_labelled_within_52_m():
     assert density.grad.abs().sum() > 0
 
 
-def test_rendered_rays_renders_the_first_rays_and_keeps_all_for_the_point_terms():
-    preset = tiny_preset()
-    g = torch.Generator().manual_seed(2)
+def random_field_and_rays(preset, seed: int) -> tuple:
+    """A random field (density, semantics) on the preset's grid, 6 labelled rays per sample of 2 from
+    above the ego origin, and class weights."""
+    g = torch.Generator().manual_seed(seed)
     density = (torch.rand(2, *preset.grid.shape, generator=g) * 20).requires_grad_()
     semantics = torch.randn(2, *preset.grid.shape, 17, generator=g)
     rays_d = torch.nn.functional.normalize(
@@ -95,7 +96,12 @@ def test_rendered_rays_renders_the_first_rays_and_keeps_all_for_the_point_terms(
         "ray_frame": torch.zeros(2, 6, dtype=torch.int64),
         "ray_valid": torch.ones(2, 6, dtype=torch.bool),
     }
-    weights = torch.rand(17, generator=g) + 0.5
+    return density, semantics, batch, torch.rand(17, generator=g) + 0.5
+
+
+def test_rendered_rays_renders_the_first_rays_and_keeps_all_for_the_point_terms():
+    preset = tiny_preset()
+    density, semantics, batch, weights = random_field_and_rays(preset, seed=2)
     first_four = preset.replace(render={"rendered_rays": 4})
     torch.manual_seed(0)  # the line-of-sight points are drawn afresh on every call
     losses = rendered_losses(density, semantics, batch, first_four, weights)
@@ -109,6 +115,32 @@ def test_rendered_rays_renders_the_first_rays_and_keeps_all_for_the_point_terms(
         torch.testing.assert_close(losses[name], all_rays[name])
     with pytest.raises(ValueError, match="render.rendered_rays=0"):
         rendered_losses(density, semantics, batch, preset.replace(render={"rendered_rays": 0}), weights)
+
+
+def test_stop_transmittance_reaches_the_renderer():
+    """render.stop_transmittance changes what the rendering terms see (rays stop sooner) and nothing else."""
+    preset = tiny_preset()
+    density, semantics, batch, weights = random_field_and_rays(preset, seed=3)
+    torch.manual_seed(0)
+    default = rendered_losses(density, semantics, batch, preset, weights)
+    torch.manual_seed(0)
+    stopped = rendered_losses(
+        density, semantics, batch, preset.replace(render={"stop_transmittance": 0.5}), weights
+    )
+    assert stopped["depth"] != default["depth"]
+    for name in ("line_of_sight", "surface_occupancy", "surface_semantic", "free_space"):
+        torch.testing.assert_close(stopped[name], default[name])
+
+
+def test_bad_render_settings_are_refused_before_training(prepared, tmp_path):
+    for render, message in (
+        ({"stop_transmittance": 1.0}, "render.stop_transmittance=1.0"),
+        ({"convention": "reference", "stop_transmittance": 1e-3}, "metric convention"),
+        ({"rendered_rays": 0}, "render.rendered_rays=0"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            train(tiny_preset().replace(render=render), options(prepared, tmp_path / "run"))
+        assert not (tmp_path / "run").exists()
 
 
 def options(prepared, out, **kwargs) -> TrainOptions:

@@ -102,13 +102,33 @@ def check_convention(convention: str) -> None:
         raise ValueError(f"render.convention={convention!r}; use one of {CONVENTIONS}")
 
 
-def resolve(convention: str, grid: VoxelGrid, step_size: float, skip_threshold: float) -> Convention:
-    """The numbers of `convention` for `grid` and `step_size` (metres; the reference counts it in voxels)."""
+def resolve(
+    convention: str,
+    grid: VoxelGrid,
+    step_size: float,
+    skip_threshold: float,
+    stop_transmittance: float | None = None,
+) -> Convention:
+    """The numbers of `convention` for `grid` and `step_size` (metres; the reference counts it in voxels).
+
+    stop_transmittance (metric only; None: the skip threshold, past which every weight is skipped anyway, so
+    stopping there changes nothing): a ray stops once its transmittance falls below it. The reference
+    convention has its own (1e-3)."""
     check_convention(convention)
     if convention == METRIC:
+        stop = skip_threshold if stop_transmittance is None else stop_transmittance
+        if not 0.0 <= stop < 1.0:
+            raise ValueError(
+                f"render.stop_transmittance={stop_transmittance}: use a value in [0, 1), or null"
+            )
         lower = tuple(lo + grid.voxel_size / 2 for lo in grid.lower)
         inv = 1.0 / grid.voxel_size
-        return Convention(METRIC, step_size, skip_threshold, lower, (inv,) * 3, False, step_size)
+        return Convention(METRIC, step_size, stop, lower, (inv,) * 3, False, step_size)
+    if stop_transmittance is not None:
+        raise ValueError(
+            f"render.stop_transmittance={stop_transmittance} is for the metric convention; the reference "
+            f"convention stops at its own {REFERENCE_STOP_TRANSMITTANCE}: use null"
+        )
     return _reference(grid, step_size)
 
 

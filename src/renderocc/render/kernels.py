@@ -7,9 +7,9 @@ does it read logits, sample by sample over the kept ones, a lane per semantic ch
 logits each, all in flight together). A walk of one sample per step waits on memory twice per sample
 (density, then logits), and most of a ray's samples lie in free space where no logit is needed; here a ray
 waits about once per S samples and once per kept sample. Nothing per sample is written to global memory, and
-a ray stops once its transmittance falls below `stop` (the skip threshold for the metric convention, after
-which every weight would be skipped anyway, so stopping is exact; 1e-3 for the reference's). Samples past
-the stop in the last step are read and masked.
+a ray stops once its transmittance falls below `stop` (for the metric convention the skip threshold unless
+`render.stop_transmittance` sets it higher: past it every weight would be skipped anyway, so stopping there
+is exact; 1e-3 for the reference's). Samples past the stop in the last step are read and masked.
 
 The backward pass replays the steps in the same order. With g_i = dL/dw_i (known per sample from the
 output gradients and prefix sums), dL/dtau_k = g_k T_(k+1) - sum_(i>k) g_i w_i, and the suffix sum is
