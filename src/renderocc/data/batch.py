@@ -48,22 +48,8 @@ import torch
 
 Batch = dict[str, torch.Tensor | list[str]]
 
-TENSOR_KEYS = (
-    "imgs",
-    "intrinsics",
-    "img_aug",
-    "cam2ego",
-    "ego2keyego",
-    "bev_aug",
-    "depth_map",
-    "rays_o",
-    "rays_d",
-    "ray_depth",
-    "ray_class",
-    "ray_frame",
-    "ray_valid",
-)
 RAY_KEYS = ("rays_o", "rays_d", "ray_depth", "ray_class", "ray_frame", "ray_valid")  # [B, R, ...]
+TENSOR_KEYS = ("imgs", "intrinsics", "img_aug", "cam2ego", "ego2keyego", "bev_aug", "depth_map", *RAY_KEYS)
 OPTIONAL_KEYS = ("voxel_semantics", "mask_camera", "mask_lidar")
 
 
