@@ -116,11 +116,11 @@ def resolve(
     convention has its own (1e-3)."""
     check_convention(convention)
     if convention == METRIC:
-        stop = skip_threshold if stop_transmittance is None else stop_transmittance
-        if not 0.0 <= stop < 1.0:
+        if stop_transmittance is not None and not 0.0 <= stop_transmittance < 1.0:
             raise ValueError(
                 f"render.stop_transmittance={stop_transmittance}: use a value in [0, 1), or null"
             )
+        stop = skip_threshold if stop_transmittance is None else stop_transmittance
         lower = tuple(lo + grid.voxel_size / 2 for lo in grid.lower)
         inv = 1.0 / grid.voxel_size
         return Convention(METRIC, step_size, stop, lower, (inv,) * 3, False, step_size)
