@@ -299,47 +299,55 @@ def profile(grid, step_size, rays_per_sample, classes, cfg, weights) -> None:
         print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=12, max_name_column_width=60))
 
 
-# besides the preset's: what a coarser skip threshold (which is also where rays stop), or only an earlier
-# stop, would keep and change
+# besides the preset's: what a coarser skip threshold (which is also where rays stop), only an earlier stop,
+# or only a semantic threshold (logits read for fewer kept samples) would keep and change
 SKIP_THRESHOLDS = (1e-5, 1e-4, 1e-3)
 STOP_TRANSMITTANCES = (1e-5, 1e-4, 1e-3)
+SEMANTIC_THRESHOLDS = (1e-5, 1e-4, 1e-3)
 
 
-def render_batch(field, batch: dict, preset: Preset, skip_threshold: float, stop: float | None = None):
-    """RenderOutput of the batch's valid rays through field (no gradients), at this skip threshold and
-    stop transmittance (None: the skip threshold)."""
+def render_batch(field, batch: dict, preset: Preset, skip_threshold: float, stop=None, semantic=None):
+    """RenderOutput of the batch's valid rays through field (no gradients), at this skip threshold, stop
+    transmittance and semantic threshold (None: the renderer's defaults)."""
     r = preset.render
     with torch.no_grad():
         return volume_render(
             *field, batch["rays_o"], batch["rays_d"], preset.grid, r.step_size, r.density_shift,
             skip_threshold, convention=CONVENTION, ray_mask=batch["ray_valid"], stop_transmittance=stop,
+            semantic_threshold=semantic,
         )  # fmt: skip
 
 
 def skip_sweep(field, batch: dict, preset: Preset) -> list[dict]:
-    """Kept samples per ray at coarser skip thresholds, and at the preset's with earlier stops, and how far
-    depth and the argmax class move from the preset's: what fewer samples would cost the rendered outputs
-    (not the gradients)."""
+    """Kept samples per ray at coarser skip thresholds, and at the preset's with earlier stops or semantic
+    thresholds, and how far depth, the semantics and the argmax class move from the preset's: what fewer
+    samples would cost the rendered outputs (not the gradients)."""
     valid = batch["ray_valid"]
     r = preset.render
-    settings = [(r.skip_threshold, r.stop_transmittance)]
-    settings += [(skip, None) for skip in SKIP_THRESHOLDS]
-    if CONVENTION == "metric":  # the reference convention has its own stop
-        settings += [(r.skip_threshold, stop) for stop in STOP_TRANSMITTANCES]
-    outs = [render_batch(field, batch, preset, skip, stop) for skip, stop in settings]
+    settings = [(r.skip_threshold, r.stop_transmittance, r.semantic_threshold)]
+    settings += [(skip, None, None) for skip in SKIP_THRESHOLDS]
+    # the reference convention has its own stop and reads every kept sample's logits
+    if CONVENTION == "metric":
+        settings += [(r.skip_threshold, stop, None) for stop in STOP_TRANSMITTANCES]
+        settings += [(r.skip_threshold, r.stop_transmittance, sem) for sem in SEMANTIC_THRESHOLDS]
+    outs = [render_batch(field, batch, preset, *setting) for setting in settings]
     base = outs[0]
     rows = []
-    for (skip, stop), out in zip(settings, outs):
+    for (skip, stop, threshold), out in zip(settings, outs):
         moved = (out.depth - base.depth)[valid].abs()
         same = (out.semantics.argmax(-1) == base.semantics.argmax(-1))[valid].float().mean()
+        sem, base_sem = out.semantics[valid], base.semantics[valid]  # the relative move, over valid rays
+        sem_moved = (sem - base_sem).norm() / base_sem.norm().clamp_min(1e-12)
         kept = float(out.samples[valid].float().mean())
-        rows.append(dict(skip_threshold=skip, stop_transmittance=stop, kept_samples=kept,
-                         depth_moved_mean=float(moved.mean()), depth_moved_max=float(moved.max()),
+        rows.append(dict(skip_threshold=skip, stop_transmittance=stop, semantic_threshold=threshold,
+                         kept_samples=kept, depth_moved_mean=float(moved.mean()),
+                         depth_moved_max=float(moved.max()), semantics_moved=float(sem_moved),
                          same_class=float(same)))  # fmt: skip
         print(
-            f"skip threshold {skip:g}, stop {'at it' if stop is None else f'{stop:g}'}: {kept:.1f} kept "
-            f"samples per ray, depth moved {moved.mean():.4f} m (max {moved.max():.3f}), argmax class "
-            f"unchanged on {same:.2%} of rays",
+            f"skip threshold {skip:g}, stop {'at it' if stop is None else f'{stop:g}'}, semantic threshold "
+            f"{'none' if threshold is None else f'{threshold:g}'}: {kept:.1f} kept samples per ray, depth "
+            f"moved {moved.mean():.4f} m (max {moved.max():.3f}), semantics moved {sem_moved:.2%}, argmax "
+            f"class unchanged on {same:.2%} of rays",
             flush=True,
         )
     return rows
@@ -377,7 +385,7 @@ def real_batch_terms(args: argparse.Namespace) -> dict:
     rows, r = [], preset.render
     for name, field in fields.items():
         valid = batch["ray_valid"]
-        out = render_batch(field, batch, preset, r.skip_threshold, r.stop_transmittance)
+        out = render_batch(field, batch, preset, r.skip_threshold, r.stop_transmittance, r.semantic_threshold)
         kept = out.samples[valid].float()
         print(
             f"real rays, {name} field: {kept.mean():.1f} kept samples per ray (90th percentile "

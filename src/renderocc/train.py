@@ -164,6 +164,7 @@ def rendered_losses(
         r.convention,
         scored["ray_valid"],
         r.stop_transmittance,
+        r.semantic_threshold,
     )
     losses = rendering_losses(rendered, scored, cfg, class_weights, r.convention)
     threshold = cfg.occupancy_threshold
@@ -395,7 +396,9 @@ def train(preset: Preset, opts: TrainOptions) -> Path:
         raise ValueError(f"--supervision {opts.supervision!r}; choose from {', '.join(SUPERVISION)}")
     r = preset.render
     check_rendered_rays(r.rendered_rays)
-    resolve(r.convention, preset.grid, r.step_size, r.skip_threshold, r.stop_transmittance)  # before any step
+    resolve(  # before any step
+        r.convention, preset.grid, r.step_size, r.skip_threshold, r.stop_transmittance, r.semantic_threshold
+    )
     dist = distributed.setup(opts.device)
     device = dist.device
     run_dir = Path(opts.out)

@@ -128,17 +128,20 @@ def edge_cases() -> bool:
     edges and through cell corners, rays grazing the clamped margin and leaving the box, a miss, and an
     opaque batch element whose rays stop early; then a large skip threshold (samples that attenuate but
     carry no weight) with steps longer than a voxel (cells jump); then a stop at transmittance 1e-2, far
-    above the skip threshold, that rays reach inside the box. Reference: the Occ3D box at 3.2 m voxels
+    above the skip threshold, that rays reach inside the box; then a semantic threshold of 1e-2 (logits
+    read for a few of the kept samples only). Reference: the Occ3D box at 3.2 m voxels
     (two layers: corners outside the grid above and below), rays that stop, reach the background shell
     (pulled-in samples crowd into few cells), a padding ray and a masked one."""
     ok = True
-    # seed, classes, skip threshold, stop transmittance, step, checkerboard scale, opaque element's densities
+    # seed, classes, skip threshold, stop transmittance, semantic threshold, step, checkerboard scale, opaque
+    # element's densities
     cases = (
-        (21, 3, 1e-5, None, 0.1, 12.0, (20.0, 30.0)),
-        (22, 5, 1e-3, None, 0.7, 30.0, (12.0, 16.0)),
-        (23, 3, 1e-7, 1e-2, 0.1, 16.0, (16.0, 19.0)),
+        (21, 3, 1e-5, None, None, 0.1, 12.0, (20.0, 30.0)),
+        (22, 5, 1e-3, None, None, 0.7, 30.0, (12.0, 16.0)),
+        (23, 3, 1e-7, 1e-2, None, 0.1, 16.0, (16.0, 19.0)),
+        (24, 5, 1e-7, None, 1e-2, 0.1, 12.0, (16.0, 19.0)),
     )
-    for seed, classes, skip, stop, step, scale, (lo, hi) in cases:
+    for seed, classes, skip, stop, sem, step, scale, (lo, hi) in cases:
         g = torch.Generator().manual_seed(seed)
         ix, iy, iz = torch.meshgrid(*(torch.arange(n) for n in GRID.shape), indexing="ij")
         checker = ((ix + iy + iz) % 2).float()
@@ -163,9 +166,9 @@ def edge_cases() -> bool:
                 rays_d[b, r] = torch.nn.functional.normalize(torch.tensor(d), dim=0)
         upstream = [torch.randn(2, 9, generator=g), torch.randn(2, 9, classes, generator=g)]
         upstream += [torch.randn(2, 9, generator=g), torch.randn(2, 9, generator=g)]
-        label = f"metric seed={seed} skip={skip} stop={stop} step={step}"
+        label = f"metric seed={seed} skip={skip} stop={stop} semantic={sem} step={step}"
         ok &= edge_case(label, density, semantics, rays_o, rays_d, GRID, step, upstream, skip_threshold=skip,
-                        stop_transmittance=stop)  # fmt: skip
+                        stop_transmittance=stop, semantic_threshold=sem)  # fmt: skip
     grid = VoxelGrid(voxel_size=3.2)
     g = torch.Generator().manual_seed(30)
     density = 24.0 * torch.rand(2, *grid.shape, generator=g)

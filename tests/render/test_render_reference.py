@@ -143,6 +143,50 @@ def test_stop_transmittance_ends_a_ray_in_a_uniform_medium():
         resolve("reference", VoxelGrid(), 0.2, 1e-7, stop_transmittance=1e-3)
 
 
+def test_semantic_threshold_renders_only_the_heavier_samples_logits():
+    """The same uniform medium (tau = 0.1 per sample, w_k = (1 - e^-0.1) e^-0.1k): with a semantic threshold
+    of 1e-2 only w_0..w_22 reach it, so a logit of 1 everywhere renders to 1 - e^-2.3 instead of the opacity
+    1 - e^-10, the logits behind 4.6 m get no gradient, and depth, opacity, distortion, the kept samples and
+    the density's gradient through depth stay as they were."""
+    grid = VoxelGrid(lower=(0.0, -0.5, -0.5), upper=(20.0, 0.5, 0.5), voxel_size=1.0)
+    density_value = math.log(math.expm1(0.5)) - SHIFT
+    rays_o, rays_d = torch.tensor([[[-1.0, 0.0, 0.0]]]), torch.tensor([[[1.0, 0.0, 0.0]]])
+    out = {}
+    for threshold in (None, 1e-2):
+        density = torch.full((1, *grid.shape), density_value, dtype=torch.float64, requires_grad=True)
+        semantics = torch.zeros(1, *grid.shape, 2, dtype=torch.float64)
+        semantics[..., 0] = 1.0
+        semantics.requires_grad_()
+        render = volume_render(
+            density,
+            semantics,
+            rays_o,
+            rays_d,
+            grid,
+            0.2,
+            semantic_threshold=threshold,
+            implementation="torch",
+        )
+        render.depth.sum().backward(retain_graph=True)
+        density_grad = density.grad.clone()
+        render.semantics[..., 0].sum().backward()
+        out[threshold] = render, density_grad, semantics.grad[0, :, 0, 0, 0]
+    (full, full_density_grad, full_logit_grad), (cut, cut_density_grad, cut_logit_grad) = out[None], out[1e-2]
+    expected = torch.tensor([1 - math.exp(-2.3), 0.0], dtype=torch.float64)
+    torch.testing.assert_close(cut.semantics[0, 0], expected)
+    torch.testing.assert_close(full.semantics[0, 0], torch.stack([full.opacity[0, 0], expected[1]]))
+    for name in ("depth", "opacity", "distortion", "samples"):
+        torch.testing.assert_close(getattr(cut, name), getattr(full, name))
+    torch.testing.assert_close(cut_density_grad, full_density_grad)
+    # the last sample that counts lies at x = 4.5 m, between the centres of voxels 4 and 5
+    assert (cut_logit_grad[6:] == 0).all() and (cut_logit_grad[:5] > 0).all()
+    assert (full_logit_grad > 0).all()
+    with pytest.raises(ValueError, match="render.semantic_threshold=1.0"):
+        volume_render(density, semantics, rays_o, rays_d, grid, 0.2, semantic_threshold=1.0)
+    with pytest.raises(ValueError, match="metric convention"):
+        resolve("reference", VoxelGrid(), 0.2, 1e-7, semantic_threshold=1e-4)
+
+
 def test_empty_grid_and_missing_rays_render_nothing():
     density = torch.zeros(1, *GRID.shape)  # zero network output: sigma = 1e-6 per metre, alpha below skip
     semantics = torch.randn(1, *GRID.shape, 3)

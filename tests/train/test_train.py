@@ -132,10 +132,27 @@ def test_stop_transmittance_reaches_the_renderer():
         torch.testing.assert_close(stopped[name], default[name])
 
 
+def test_semantic_threshold_reaches_the_renderer():
+    """render.semantic_threshold changes the rendered semantics' terms and no other."""
+    preset = tiny_preset()
+    density, semantics, batch, weights = random_field_and_rays(preset, seed=3)
+    torch.manual_seed(0)
+    default = rendered_losses(density, semantics, batch, preset, weights)
+    torch.manual_seed(0)
+    cut = rendered_losses(
+        density, semantics, batch, preset.replace(render={"semantic_threshold": 0.05}), weights
+    )
+    assert cut["semantic"] != default["semantic"]
+    assert {"depth", "line_of_sight", "surface_occupancy"} < cut.keys() == default.keys()
+    for name in cut.keys() - {"semantic"}:
+        torch.testing.assert_close(cut[name], default[name])
+
+
 def test_bad_render_settings_are_refused_before_training(prepared, tmp_path):
     for render, message in (
         ({"stop_transmittance": 1.0}, "render.stop_transmittance=1.0"),
         ({"convention": "reference", "stop_transmittance": 1e-3}, "metric convention"),
+        ({"semantic_threshold": -1e-4}, "render.semantic_threshold=-0.0001"),
         ({"rendered_rays": 0}, "render.rendered_rays=0"),
     ):
         with pytest.raises(ValueError, match=message):

@@ -84,6 +84,7 @@ class Convention:
     scale: tuple[float, float, float]
     zero_outside: bool
     step_size: float  # metric: metres between samples
+    semantic_threshold: float = 0.0  # a kept sample adds its logits only where its weight reaches this
     # reference only
     center: tuple[float, float, float] = (0.0, 0.0, 0.0)
     radius: float = 1.0
@@ -108,27 +109,34 @@ def resolve(
     step_size: float,
     skip_threshold: float,
     stop_transmittance: float | None = None,
+    semantic_threshold: float | None = None,
 ) -> Convention:
     """The numbers of `convention` for `grid` and `step_size` (metres; the reference counts it in voxels).
 
-    stop_transmittance (metric only; None: the skip threshold, past which every weight is skipped anyway, so
-    stopping there changes nothing): a ray stops once its transmittance falls below it. The reference
-    convention has its own (1e-3)."""
+    Metric only (the reference convention has its own stop, 1e-3, and renders every kept sample's logits):
+    stop_transmittance (None: the skip threshold, past which every weight is skipped anyway, so stopping
+    there changes nothing): a ray stops once its transmittance falls below it. semantic_threshold (None:
+    every kept sample): a kept sample adds its logits to the rendered semantics only if its weight reaches
+    it; depth, opacity and distortion keep every kept sample."""
     check_convention(convention)
+    given = {"stop_transmittance": stop_transmittance, "semantic_threshold": semantic_threshold}
     if convention == METRIC:
-        if stop_transmittance is not None and not 0.0 <= stop_transmittance < 1.0:
-            raise ValueError(
-                f"render.stop_transmittance={stop_transmittance}: use a value in [0, 1), or null"
-            )
+        for name, value in given.items():
+            if value is not None and not 0.0 <= value < 1.0:
+                raise ValueError(f"render.{name}={value}: use a value in [0, 1), or null")
         stop = skip_threshold if stop_transmittance is None else stop_transmittance
         lower = tuple(lo + grid.voxel_size / 2 for lo in grid.lower)
         inv = 1.0 / grid.voxel_size
-        return Convention(METRIC, step_size, stop, lower, (inv,) * 3, False, step_size)
-    if stop_transmittance is not None:
-        raise ValueError(
-            f"render.stop_transmittance={stop_transmittance} is for the metric convention; the reference "
-            f"convention stops at its own {REFERENCE_STOP_TRANSMITTANCE}: use null"
+        return Convention(
+            METRIC, step_size, stop, lower, (inv,) * 3, False, step_size, semantic_threshold or 0.0
         )
+    for name, value in given.items():
+        if value is not None:
+            raise ValueError(
+                f"render.{name}={value} is for the metric convention; the reference convention has its own "
+                f"(it stops at transmittance {REFERENCE_STOP_TRANSMITTANCE} and renders every kept sample's "
+                f"logits): use null"
+            )
     return _reference(grid, step_size)
 
 

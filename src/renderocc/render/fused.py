@@ -41,6 +41,7 @@ def _launch_args(grid: VoxelGrid, conv: Convention, density_shift: float, skip_t
         float(density_shift),
         float(skip_threshold),
         float(conv.stop_transmittance),
+        float(conv.semantic_threshold),
         float(conv.background),
         float(conv.merge_distance),
         float(conv.radius),

@@ -3,10 +3,11 @@
 A program renders one ray (one warp by default). Each step of its loop takes the next S samples, one per
 lane: it reads the density at all of them at once, then the transmittance in front of each from the running
 transmittance and an exclusive prefix sum of the step's optical thicknesses, then the kept weights. Only then
-does it read logits, sample by sample over the kept ones, a lane per semantic channel (eight rows of C
-logits each, all in flight together). A walk of one sample per step waits on memory twice per sample
-(density, then logits), and most of a ray's samples lie in free space where no logit is needed; here a ray
-waits about once per S samples and once per kept sample. Nothing per sample is written to global memory, and
+does it read logits, sample by sample over the kept ones whose weight reaches `sem_thr`
+(`render.semantic_threshold`, 0 by default), a lane per semantic channel (eight rows of C logits each, all
+in flight together). A walk of one sample per step waits on memory twice per sample (density, then logits),
+and most of a ray's samples lie in free space where no logit is needed; here a ray waits about once per S
+samples and once per sample whose logits it reads. Nothing per sample is written to global memory, and
 a ray stops once its transmittance falls below `stop` (for the metric convention the skip threshold unless
 `render.stop_transmittance` sets it higher: past it every weight would be skipped anyway, so stopping there
 is exact; 1e-3 for the reference's). Samples past the stop in the last step are read and masked.
@@ -246,7 +247,7 @@ def _first(todo, lanes, S: tl.constexpr):
 def render_fwd_kernel(
     density_ptr, semantics_ptr, rays_o_ptr, rays_d_ptr, t_near_ptr, num_samples_ptr, t_ptr,
     depth_ptr, sem_out_ptr, opacity_ptr, pairs_ptr, squares_ptr, count_ptr,
-    R, C, NX, NY, NZ, orx, ory, orz, scx, scy, scz, step, interval, shift, thr, stop,
+    R, C, NX, NY, NZ, orx, ory, orz, scx, scy, scz, step, interval, shift, thr, stop, sem_thr,
     background, merge, depth_scale,
     S: tl.constexpr, BLOCK_C: tl.constexpr, REFERENCE: tl.constexpr,
 ):  # fmt: skip
@@ -286,8 +287,8 @@ def render_fwd_kernel(
         ww_sum += tl.sum(w * w)
         count += tl.sum(keep_w.to(tl.int32))
         trans = trans * tl.exp(-tl.sum(tau))
-        # the logits of the kept samples, one sample at a time
-        todo = keep_w
+        # the logits of the kept samples that reach the semantic threshold, one sample at a time
+        todo = keep_w & (w >= sem_thr)
         i = _first(todo, lanes, S)
         while i < S:
             w_i, base_i, sx_i, sy_i, sz_i, fx_i, fy_i, fz_i, in_i = _pick_sample(
@@ -319,7 +320,7 @@ def render_bwd_kernel(
     depth_ptr, sem_out_ptr, opacity_ptr, pairs_ptr, squares_ptr,
     g_depth_ptr, g_sem_ptr, g_opacity_ptr, g_pairs_ptr, g_squares_ptr,
     grad_density_ptr, grad_semantics_ptr,
-    R, C, NX, NY, NZ, orx, ory, orz, scx, scy, scz, step, interval, shift, thr, stop,
+    R, C, NX, NY, NZ, orx, ory, orz, scx, scy, scz, step, interval, shift, thr, stop, sem_thr,
     background, merge, depth_scale,
     S: tl.constexpr, BLOCK_C: tl.constexpr, REFERENCE: tl.constexpr,
 ):  # fmt: skip
@@ -366,9 +367,10 @@ def render_bwd_kernel(
             background, merge, depth_scale, density_b, orx, ory, orz, scx, scy, scz, interval, shift, thr,
             NX, NY, NZ, REFERENCE,
         )  # fmt: skip
-        # per kept sample: its logits . dL/dsemantics, and dL/dlogits = w dL/dsemantics at its corners
+        # per sample whose logits count: logits . dL/dsemantics, and dL/dlogits = w dL/dsemantics at the
+        # sample's corners
         sem_dot = zero
-        todo = keep_w
+        todo = keep_w & (w >= sem_thr)
         i = _first(todo, lanes, S)
         while i < S:
             w_i, base_i, sx_i, sy_i, sz_i, fx_i, fy_i, fz_i, in_i = _pick_sample(

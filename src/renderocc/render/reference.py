@@ -172,8 +172,9 @@ def _render_chunk(
     alpha = torch.where(exists, alpha, torch.zeros_like(alpha))
     w = composite(tau, alpha, skip_threshold, conv.stop_transmittance)
     x = x.expand_as(w)
+    w_sem = w if not conv.semantic_threshold else torch.where(w >= conv.semantic_threshold, w, 0.0)
     # a batched [1, K] x [K, C] product: takes the logits' strides as they are (einsum copied them)
-    semantics = torch.matmul(w.unsqueeze(-2), logits).squeeze(-2)
+    semantics = torch.matmul(w_sem.unsqueeze(-2), logits).squeeze(-2)
     pairs, squares = distortion_terms(w, x)
     return (w * x).sum(-1), semantics, w.sum(-1), pairs, squares, (w > 0).sum(-1, dtype=torch.int32)
 

@@ -57,6 +57,7 @@ def volume_render(
     convention: str = METRIC,
     ray_mask: torch.Tensor | None = None,
     stop_transmittance: float | None = None,
+    semantic_threshold: float | None = None,
 ) -> RenderOutput:
     """Differentiable volume rendering of a density and a semantic grid along rays.
 
@@ -69,8 +70,11 @@ def volume_render(
     Samples with alpha below `skip_threshold` are dropped, those with weight below it contribute nothing
     (0 disables skipping). A ray stops once its transmittance falls below `stop_transmittance` (metric
     only; None: the skip threshold, which changes nothing; a larger value drops the samples deep behind a
-    surface, and with them their gradients). ray_mask bool [B, R] (None: all): rays left out get no
-    samples (all outputs 0, the reference's depth its 3.9e-6 offset). `implementation`: "torch"
+    surface, and with them their gradients). A kept sample adds its logits to the semantics only where its
+    weight reaches `semantic_threshold` (metric only; None: every kept sample): reading and scattering
+    logits is most of the fused renderer's time, and most kept samples are nearly transparent free space;
+    depth, opacity and distortion keep every kept sample. ray_mask bool [B, R] (None: all): rays left out
+    get no samples (all outputs 0, the reference's depth its 3.9e-6 offset). `implementation`: "torch"
     (reference, any device), "triton" (fused kernels; CUDA, or CPU under TRITON_INTERPRET=1), "auto"
     (triton on CUDA when importable, else torch). Gradients flow to density and semantics, not to the
     rays. Returns RenderOutput with depth, opacity, distortion, samples [B, R] and semantics [B, R, C].
@@ -79,7 +83,7 @@ def volume_render(
         raise ValueError(f"volume_render: implementation={implementation!r}; use one of {IMPLEMENTATIONS}")
     if not step_size > 0:
         raise ValueError(f"volume_render: step_size must be positive, got {step_size}")
-    conv = resolve(convention, grid, step_size, skip_threshold, stop_transmittance)
+    conv = resolve(convention, grid, step_size, skip_threshold, stop_transmittance, semantic_threshold)
     _check_inputs(density, semantics, rays_o, rays_d, grid)
     if ray_mask is not None and ray_mask.shape != rays_o.shape[:2]:
         raise ValueError(
