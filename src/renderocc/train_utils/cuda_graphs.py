@@ -8,7 +8,8 @@ from collections.abc import Callable
 
 import torch
 
-RAY_KEYS = ("rays_o", "rays_d", "ray_depth", "ray_class", "ray_valid")
+# the batch keys the 2D losses read: the rays but ray_frame (data.batch.RAY_KEYS less it)
+LOSS_KEYS = ("rays_o", "rays_d", "ray_depth", "ray_class", "ray_valid")
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, dict], dict[str, torch.Tensor]]
 
@@ -30,7 +31,7 @@ class GraphedLosses:
 
     WARMUP = 3  # eager runs on the capture stream first: Triton compiles, lazy CUDA init, allocator pools
 
-    def __init__(self, fn: LossFn, enabled: bool = True, keys: tuple[str, ...] = RAY_KEYS) -> None:
+    def __init__(self, fn: LossFn, enabled: bool = True, keys: tuple[str, ...] = LOSS_KEYS) -> None:
         self.fn, self.enabled, self.keys = fn, enabled, keys
         self._graphed: dict[tuple, Callable] = {}
 
