@@ -99,6 +99,14 @@ def random_field_and_rays(preset, seed: int) -> tuple:
     return density, semantics, batch, torch.rand(17, generator=g) + 0.5
 
 
+POINT_TERMS = (
+    "line_of_sight",
+    "surface_occupancy",
+    "surface_semantic",
+    "free_space",
+)  # all rays, none rendered
+
+
 def test_rendered_rays_renders_the_first_rays_and_keeps_all_for_the_point_terms():
     preset = tiny_preset()
     density, semantics, batch, weights = random_field_and_rays(preset, seed=2)
@@ -111,41 +119,32 @@ def test_rendered_rays_renders_the_first_rays_and_keeps_all_for_the_point_terms(
     for name in ("depth", "semantic", "entropy", "distortion"):
         torch.testing.assert_close(losses[name], cut[name])
         assert losses[name] != all_rays[name]
-    for name in ("line_of_sight", "surface_occupancy", "surface_semantic", "free_space"):
+    for name in POINT_TERMS:
         torch.testing.assert_close(losses[name], all_rays[name])
     with pytest.raises(ValueError, match="render.rendered_rays=0"):
         rendered_losses(density, semantics, batch, preset.replace(render={"rendered_rays": 0}), weights)
 
 
-def test_stop_transmittance_reaches_the_renderer():
-    """render.stop_transmittance changes what the rendering terms see (rays stop sooner) and nothing else."""
+@pytest.mark.parametrize(
+    "render, changed",
+    [
+        ({"stop_transmittance": 0.5}, ("depth", "semantic", "entropy", "distortion")),  # rays stop sooner
+        ({"semantic_threshold": 0.05}, ("semantic",)),  # the light samples' logits left out
+    ],
+)
+def test_render_settings_reach_the_renderer(render, changed):
+    """render.stop_transmittance and render.semantic_threshold change the rendering terms they touch (the
+    first of them at least) and leave the others as they were."""
     preset = tiny_preset()
     density, semantics, batch, weights = random_field_and_rays(preset, seed=3)
-    torch.manual_seed(0)
+    torch.manual_seed(0)  # the line-of-sight points are drawn afresh on every call
     default = rendered_losses(density, semantics, batch, preset, weights)
     torch.manual_seed(0)
-    stopped = rendered_losses(
-        density, semantics, batch, preset.replace(render={"stop_transmittance": 0.5}), weights
-    )
-    assert stopped["depth"] != default["depth"]
-    for name in ("line_of_sight", "surface_occupancy", "surface_semantic", "free_space"):
-        torch.testing.assert_close(stopped[name], default[name])
-
-
-def test_semantic_threshold_reaches_the_renderer():
-    """render.semantic_threshold changes the rendered semantics' terms and no other."""
-    preset = tiny_preset()
-    density, semantics, batch, weights = random_field_and_rays(preset, seed=3)
-    torch.manual_seed(0)
-    default = rendered_losses(density, semantics, batch, preset, weights)
-    torch.manual_seed(0)
-    cut = rendered_losses(
-        density, semantics, batch, preset.replace(render={"semantic_threshold": 0.05}), weights
-    )
-    assert cut["semantic"] != default["semantic"]
-    assert {"depth", "line_of_sight", "surface_occupancy"} < cut.keys() == default.keys()
-    for name in cut.keys() - {"semantic"}:
-        torch.testing.assert_close(cut[name], default[name])
+    other = rendered_losses(density, semantics, batch, preset.replace(render=render), weights)
+    assert other[changed[0]] != default[changed[0]]
+    assert set(POINT_TERMS) < other.keys() == default.keys()
+    for name in other.keys() - set(changed):
+        torch.testing.assert_close(other[name], default[name])
 
 
 def test_bad_render_settings_are_refused_before_training(prepared, tmp_path):
