@@ -99,12 +99,8 @@ def random_field_and_rays(preset, seed: int) -> tuple:
     return density, semantics, batch, torch.rand(17, generator=g) + 0.5
 
 
-POINT_TERMS = (
-    "line_of_sight",
-    "surface_occupancy",
-    "surface_semantic",
-    "free_space",
-)  # all rays, none rendered
+# the terms on all of a sample's rays, none of them rendered
+POINT_TERMS = ("line_of_sight", "surface_occupancy", "surface_semantic", "free_space")
 
 
 def test_rendered_rays_renders_the_first_rays_and_keeps_all_for_the_point_terms():
