@@ -84,9 +84,10 @@ class RenderConfig:
     # fewer samples behind the surfaces, which cost the renderer's time, and gives them no gradient.
     stop_transmittance: float | None = None
     # "metric" convention: a kept sample adds its logits to the rendered semantics only where its weight
-    # reaches this. None: every kept sample. Reading and scattering logits is most of the fused renderer's
-    # time, and most kept samples are nearly empty space (of a trained network's 129 per real ray, about 85
-    # weigh under 1e-4); depth, opacity and distortion keep every kept sample. At model.density_init 6.0 every
+    # reaches this. None: every kept sample. The fused renderer reads and scatters 8 x C logits per kept
+    # sample, one sample at a time, against 8 densities, and most kept samples are nearly empty space (of a
+    # trained network's 129 per real ray, about 85 weigh under 1e-4); depth, opacity and distortion keep
+    # every kept sample. At model.density_init 6.0 every
     # sample weighs under 8.1e-5 (alpha at 0.2 m), so a threshold of 1e-4 renders no semantics until the
     # density has grown somewhere; 1e-5 renders them all from the start.
     semantic_threshold: float | None = None

@@ -71,8 +71,8 @@ def volume_render(
     (0 disables skipping). A ray stops once its transmittance falls below `stop_transmittance` (metric
     only; None: the skip threshold, which changes nothing; a larger value drops the samples deep behind a
     surface, and with them their gradients). A kept sample adds its logits to the semantics only where its
-    weight reaches `semantic_threshold` (metric only; None: every kept sample): reading and scattering
-    logits is most of the fused renderer's time, and most kept samples are nearly transparent free space;
+    weight reaches `semantic_threshold` (metric only; None: every kept sample): the fused renderer reads
+    and scatters 8 x C logits per such sample, and most kept samples are nearly transparent free space;
     depth, opacity and distortion keep every kept sample. ray_mask bool [B, R] (None: all): rays left out
     get no samples (all outputs 0, the reference's depth its 3.9e-6 offset). `implementation`: "torch"
     (reference, any device), "triton" (fused kernels; CUDA, or CPU under TRITON_INTERPRET=1), "auto"
