@@ -87,9 +87,8 @@ class RenderConfig:
     # reaches this. None: every kept sample. The fused renderer reads and scatters 8 x C logits per kept
     # sample, one sample at a time, against 8 densities, and most kept samples are nearly empty space (of a
     # trained network's 129 per real ray, about 85 weigh under 1e-4); depth, opacity and distortion keep
-    # every kept sample. At model.density_init 6.0 every
-    # sample weighs under 8.1e-5 (alpha at 0.2 m), so a threshold of 1e-4 renders no semantics until the
-    # density has grown somewhere; 1e-5 renders them all from the start.
+    # every kept sample. At model.density_init 6.0 every sample weighs under 8.1e-5 (alpha at 0.2 m), so a
+    # threshold of 1e-4 renders no semantics until the density has grown somewhere; 1e-5 renders them all.
     semantic_threshold: float | None = None
     implementation: str = "auto"  # "auto" (fused on CUDA), "torch", "triton"
     # Rays per sample rendered for the depth, semantic, entropy and distortion terms: the first N of the
