@@ -8,8 +8,9 @@ from collections.abc import Callable
 
 import torch
 
-# the batch keys the 2D losses read: the rays but ray_frame (data.batch.RAY_KEYS less it)
-LOSS_KEYS = ("rays_o", "rays_d", "ray_depth", "ray_class", "ray_valid")
+from renderocc.data.batch import RAY_KEYS
+
+LOSS_KEYS = tuple(k for k in RAY_KEYS if k != "ray_frame")  # the batch keys the 2D losses read
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, dict], dict[str, torch.Tensor]]
 
