@@ -114,16 +114,26 @@ def test_opaque_slab_renders_its_depth_and_class():
     assert (out.semantics.argmax(-1) == 2).all()
 
 
+# a 20 m row of 1 m voxels and a ray along it from 1 m before it
+UNIFORM_ROW = VoxelGrid(lower=(0.0, -0.5, -0.5), upper=(20.0, 0.5, 0.5), voxel_size=1.0)
+UNIFORM_RAY = (torch.tensor([[[-1.0, 0.0, 0.0]]]), torch.tensor([[[1.0, 0.0, 0.0]]]))
+
+
+def uniform_density() -> torch.Tensor:
+    """A float64 leaf [1, 20, 1, 1] of extinction 0.5 per metre on UNIFORM_ROW: softplus(density + shift) =
+    0.5."""
+    value = math.log(math.expm1(0.5)) - SHIFT
+    return torch.full((1, *UNIFORM_ROW.shape), value, dtype=torch.float64, requires_grad=True)
+
+
 def test_stop_transmittance_ends_a_ray_in_a_uniform_medium():
     """A 20 m row of uniform extinction 0.5 / m, so tau = 0.1 per 0.2 m sample: with a stop at 1e-3 the ray
     keeps the samples whose transmittance exp(-0.1 k) is at least 1e-3 (k <= 69) and gives nothing behind
     them a gradient; at the default (the skip threshold, 1e-7) it keeps all 100."""
-    grid = VoxelGrid(lower=(0.0, -0.5, -0.5), upper=(20.0, 0.5, 0.5), voxel_size=1.0)
-    density_value = math.log(math.expm1(0.5)) - SHIFT  # softplus(density + shift) = 0.5 per metre
-    rays_o, rays_d = torch.tensor([[[-1.0, 0.0, 0.0]]]), torch.tensor([[[1.0, 0.0, 0.0]]])
+    grid, rays_o, rays_d = UNIFORM_ROW, *UNIFORM_RAY
     out = {}
     for stop in (None, 1e-3):
-        density = torch.full((1, *grid.shape), density_value, dtype=torch.float64, requires_grad=True)
+        density = uniform_density()
         semantics = torch.zeros(1, *grid.shape, 2, dtype=torch.float64)
         render = volume_render(
             density, semantics, rays_o, rays_d, grid, 0.2, stop_transmittance=stop, implementation="torch"
@@ -148,12 +158,10 @@ def test_semantic_threshold_renders_only_the_heavier_samples_logits():
     of 1e-2 only w_0..w_22 reach it, so a logit of 1 everywhere renders to 1 - e^-2.3 instead of the opacity
     1 - e^-10, the logits behind 4.6 m get no gradient, and depth, opacity, distortion, the kept samples and
     the density's gradient through depth stay as they were."""
-    grid = VoxelGrid(lower=(0.0, -0.5, -0.5), upper=(20.0, 0.5, 0.5), voxel_size=1.0)
-    density_value = math.log(math.expm1(0.5)) - SHIFT
-    rays_o, rays_d = torch.tensor([[[-1.0, 0.0, 0.0]]]), torch.tensor([[[1.0, 0.0, 0.0]]])
+    grid, rays_o, rays_d = UNIFORM_ROW, *UNIFORM_RAY
     out = {}
     for threshold in (None, 1e-2):
-        density = torch.full((1, *grid.shape), density_value, dtype=torch.float64, requires_grad=True)
+        density = uniform_density()
         semantics = torch.zeros(1, *grid.shape, 2, dtype=torch.float64)
         semantics[..., 0] = 1.0
         semantics.requires_grad_()
