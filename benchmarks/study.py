@@ -65,7 +65,7 @@ RENDER_ONLY = {"line_of_sight": 0.0, "surface": 0.0, "render_outside_points": Tr
 REFERENCE_2D = {
     "model": {"density_init": None},
     "data": REFERENCE_SAMPLING,
-    "render": {"convention": "reference"},
+    "render": {"convention": "reference", "semantic_threshold": None},  # the reference renders every logit
     "loss": RENDER_ONLY | {"free_space": 0.0, "silog_variance_focus": 0.85},
 }
 
@@ -101,10 +101,13 @@ SETTINGS: dict[str, tuple[str, dict]] = {
     # samples whose alpha or weight is below 1e-4 skipped and rays stopped there: a third of the kept samples
     # of a trained field at 1e-7, and no gradient for the free space they cover
     "skip-1e-4": ("2d", {"render": {"skip_threshold": 1e-4}}),
-    # logits read only for kept samples of weight 1e-4 (1e-5) or more; depth, opacity and distortion keep all.
-    # At the 6.0 start every weight is under 8.1e-5: 1e-4 renders no semantics until the density grows.
+    # logits read only for kept samples of weight 1e-4 (1e-5, 1e-3) or more; depth, opacity and distortion
+    # keep all. At the 6.0 start every weight is under 8.1e-5: 1e-4 renders no semantics until the density
+    # grows. The paper presets' 1e-4 since 2026-12-02 (semantic-1e-4 is 2d now; semantic-none, 2d before).
     "semantic-1e-4": ("2d", {"render": {"semantic_threshold": 1e-4}}),
     "semantic-1e-5": ("2d", {"render": {"semantic_threshold": 1e-5}}),
+    "semantic-1e-3": ("2d", {"render": {"semantic_threshold": 1e-3}}),
+    "semantic-none": ("2d", {"render": {"semantic_threshold": None}}),
     # what the 2D recipe's additions bring: all of them off (rendering losses and the all-voxel prior, every
     # voxel starting above the read-out: the recipe before 2026-11-24; also with 3D labels), and some of them
     # off or changed. These ran before the balanced sampling, so they keep the reference's.

@@ -135,7 +135,7 @@ def resolve(
             raise ValueError(
                 f"render.{name}={value} is for the metric convention; the reference convention has its own "
                 f"(it stops at transmittance {REFERENCE_STOP_TRANSMITTANCE} and renders every kept sample's "
-                f"logits): use null"
+                f"logits): set render.{name}=null"
             )
     return _reference(grid, step_size)
 
