@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from renderocc.config import LossConfig, Preset, get_preset
 from renderocc.core.grid import VoxelGrid
 from renderocc.render import fused, volume_render
+from renderocc.render.conventions import METRIC, METRIC_ONLY
 from renderocc.render.losses import (
     class_weights_from_counts,
     rendering_losses,
@@ -98,7 +99,7 @@ def make_rays(batch: int, rays: int, classes: int, device: str, seed: int) -> di
     }
 
 
-CONVENTION = "metric"  # --convention
+CONVENTION = METRIC  # --convention
 
 
 def step(field, rays, grid, step_size, impl, cfg, weights, backward: bool = True) -> torch.Tensor:
@@ -177,6 +178,13 @@ def gpu_busy_ms(fn, repeats: int = 5, table: str = "") -> float:
     return sum(e.device_time for e in kernels) / 1e3 / repeats
 
 
+def under_convention(preset: Preset) -> Preset:
+    """The preset rendering under --convention: under the reference's, without the metric-only settings
+    (the paper presets' semantic threshold), which it refuses."""
+    metric_only = {} if CONVENTION == METRIC else dict.fromkeys(METRIC_ONLY)
+    return preset.replace(render={"convention": CONVENTION, **metric_only})
+
+
 def time_training_terms(
     preset: Preset, field, rays, weights, repeats: int, device: str, kernels: bool = False
 ) -> list[dict]:
@@ -186,7 +194,7 @@ def time_training_terms(
     show. A term's cost is "all 2D losses" less "all but" it."""
     from renderocc.train import rendered_losses
 
-    base = preset.replace(render={"convention": CONVENTION})
+    base = under_convention(preset)
     extra = ("free_space", "line_of_sight", "surface")  # the terms beside the renderer's own
     settings = {
         "all 2D losses": base.loss,
@@ -325,10 +333,10 @@ def skip_sweep(field, batch: dict, preset: Preset) -> list[dict]:
     valid = batch["ray_valid"]
     r = preset.render
     settings = [(r.skip_threshold, r.stop_transmittance, r.semantic_threshold)]
-    settings += [(skip, None, None) for skip in SKIP_THRESHOLDS]
+    settings += [(skip, None, r.semantic_threshold) for skip in SKIP_THRESHOLDS]
     # the reference convention has its own stop and reads every kept sample's logits
-    if CONVENTION == "metric":
-        settings += [(r.skip_threshold, stop, None) for stop in STOP_TRANSMITTANCES]
+    if CONVENTION == METRIC:
+        settings += [(r.skip_threshold, stop, r.semantic_threshold) for stop in STOP_TRANSMITTANCES]
         settings += [(r.skip_threshold, r.stop_transmittance, sem) for sem in SEMANTIC_THRESHOLDS]
     outs = [render_batch(field, batch, preset, *setting) for setting in settings]
     base = outs[0]
@@ -363,7 +371,7 @@ def real_batch_terms(args: argparse.Namespace) -> dict:
     from renderocc.train import resolve_preset
     from renderocc.train_utils.data import open_index, train_loader
 
-    preset = resolve_preset(args.preset)
+    preset = under_convention(resolve_preset(args.preset))
     index = open_index(args.dataroot, args.version)
     if args.weights:  # refused, naming the keys, when they do not fit the preset's network
         model = load_model(args.weights, preset, "model", args.device)[0]

@@ -43,7 +43,7 @@ import torch
 
 from renderocc.config import Preset, get_preset, preset_differences, preset_from_dict
 from renderocc.core.classes import OCC3D_CLASSES
-from renderocc.render.conventions import METRIC, convert_density
+from renderocc.render.conventions import METRIC, METRIC_ONLY, convert_density
 
 VERSION = "v1.0-synthetic"
 DEFAULT_ITERS = 1600
@@ -65,7 +65,7 @@ RENDER_ONLY = {"line_of_sight": 0.0, "surface": 0.0, "render_outside_points": Tr
 REFERENCE_2D = {
     "model": {"density_init": None},
     "data": REFERENCE_SAMPLING,
-    "render": {"convention": "reference", "semantic_threshold": None},  # the reference renders every logit
+    "render": {"convention": "reference", **dict.fromkeys(METRIC_ONLY)},  # which it refuses
     "loss": RENDER_ONLY | {"free_space": 0.0, "silog_variance_focus": 0.85},
 }
 

@@ -55,6 +55,8 @@ from renderocc.core.grid import VoxelGrid
 from renderocc.render.output import RenderOutput
 
 METRIC, REFERENCE = "metric", "reference"
+# the render settings only the metric convention has (`resolve` refuses them under the reference's)
+METRIC_ONLY = ("stop_transmittance", "semantic_threshold")
 CONVENTIONS = (METRIC, REFERENCE)
 
 # The published release's constants (its NerfHead): sphere radius, background samples per inner sample
@@ -119,7 +121,7 @@ def resolve(
     every kept sample): a kept sample adds its logits to the rendered semantics only if its weight reaches
     it; depth, opacity and distortion keep every kept sample."""
     check_convention(convention)
-    given = {"stop_transmittance": stop_transmittance, "semantic_threshold": semantic_threshold}
+    given = dict(zip(METRIC_ONLY, (stop_transmittance, semantic_threshold)))
     if convention == METRIC:
         for name, value in given.items():
             if value is not None and not 0.0 <= value < 1.0:
