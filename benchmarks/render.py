@@ -20,10 +20,11 @@ call): the renderer's cost grows with the samples the rays keep, so the ray budg
 
 --convention reference times the published release's conventions (render/conventions.py) instead of this
 project's metric ones: samples from the ray origin out to the 39 m sphere and its background shell.
---sweep times the fused kernels per (samples per step of a ray's loop, warps per ray) on batch 1 and keeps the
-one with the least GPU-busy time for the rest of the run (fused.CHUNK, fused.NUM_WARPS). GPU-busy ms (the
-kernels' summed time, from the profiler) is printed beside the wall ms: at these sizes the wall time is
-mostly the host launching kernels.
+--sweep times the fused kernels per (samples per step of a ray's loop, warps per ray, reads and adds per
+sample or per interpolation cell) on batch 1 and keeps the one with the least GPU-busy time for the rest of
+the run (fused.CHUNK, fused.NUM_WARPS, fused.MERGE_CELLS). --merge-cells off on times the real batch's 2D
+losses (--dataroot) both ways. GPU-busy ms (the kernels' summed time, from the profiler) is printed beside
+the wall ms: at these sizes the wall time is mostly the host launching kernels.
 """
 
 from __future__ import annotations
@@ -258,7 +259,10 @@ def check(grid, step_size, classes, device) -> list[dict]:
     return rows
 
 
-CONFIGS = ((8, 1), (16, 1), (32, 1), (64, 2))  # (samples per step, warps per ray)
+# (samples per step, warps per ray, per interpolation cell)
+CONFIGS = tuple(
+    (chunk, warps, merge) for merge in (False, True) for chunk, warps in ((8, 1), (16, 1), (32, 1), (64, 2))
+)
 
 
 def step_busy_ms(field, rays, grid, step_size, impl, cfg, weights) -> float:
@@ -267,29 +271,28 @@ def step_busy_ms(field, rays, grid, step_size, impl, cfg, weights) -> float:
 
 
 def sweep(grid, step_size, rays_per_sample, classes, cfg, weights, repeats) -> list[dict]:
-    """Wall and GPU-busy ms of the fused path per (samples per step, warps per ray) on batch 1 of both
-    fields; leaves the configuration with the least GPU-busy time set for the rest of the run (wall time
+    """Wall and GPU-busy ms of the fused path per (samples per step, warps per ray, per cell) on batch 1 of
+    both fields; leaves the configuration with the least GPU-busy time set for the rest of the run (wall time
     at batch 1 is mostly the host's launches)."""
     rows = []
     for kind in ("fresh", "trained"):
         field = make_field(kind, grid, 1, classes, "cuda", seed=1)
         rays = make_rays(1, rays_per_sample, classes, "cuda", seed=101)
-        for chunk, warps in CONFIGS:
-            fused.CHUNK, fused.NUM_WARPS = chunk, warps
+        for chunk, warps, merge in CONFIGS:
+            fused.CHUNK, fused.NUM_WARPS, fused.MERGE_CELLS = chunk, warps, merge
             ms, _ = time_step(field, rays, grid, step_size, "triton", cfg, weights, repeats, "cuda")
             busy = step_busy_ms(field, rays, grid, step_size, "triton", cfg, weights)
-            rows.append(
-                {"field": kind, "chunk": chunk, "num_warps": warps, "median_ms": ms, "gpu_busy_ms": busy}
-            )
+            rows.append(dict(field=kind, chunk=chunk, num_warps=warps, merge_cells=merge, median_ms=ms,
+                             gpu_busy_ms=busy))  # fmt: skip
             print(
-                f"sweep {kind:8s} chunk={chunk:3d} num_warps={warps} {ms:8.2f} ms wall, {busy:8.2f} GPU busy",
+                f"sweep {kind:8s} chunk={chunk:3d} num_warps={warps} per {'cell' if merge else 'sample'}"
+                f" {ms:8.2f} ms wall, {busy:8.2f} GPU busy",
                 flush=True,
             )
-    best = min(
-        CONFIGS, key=lambda c: sum(r["gpu_busy_ms"] for r in rows if (r["chunk"], r["num_warps"]) == c)
-    )
-    fused.CHUNK, fused.NUM_WARPS = best
-    print(f"sweep: least GPU-busy (samples per step, warps) = {best}", flush=True)
+    key = ("chunk", "num_warps", "merge_cells")
+    best = min(CONFIGS, key=lambda c: sum(r["gpu_busy_ms"] for r in rows if tuple(r[k] for k in key) == c))
+    fused.CHUNK, fused.NUM_WARPS, fused.MERGE_CELLS = best
+    print(f"sweep: least GPU-busy (samples per step, warps, per cell) = {best}", flush=True)
     return rows
 
 
@@ -391,17 +394,20 @@ def real_batch_terms(args: argparse.Namespace) -> dict:
         "fresh": make_field("fresh", grid, 2, classes, args.device, seed=2),
     }
     rows, r = [], preset.render
-    for name, field in fields.items():
+    merges = [m == "on" for m in args.merge_cells] if args.merge_cells else [fused.MERGE_CELLS]
+    for (name, field), merge in itertools.product(fields.items(), merges):
+        fused.MERGE_CELLS = merge
         valid = batch["ray_valid"]
         out = render_batch(field, batch, preset, r.skip_threshold, r.stop_transmittance, r.semantic_threshold)
         kept = out.samples[valid].float()
+        label = f"{name}{', per cell' if merge and args.merge_cells else ''}"
         print(
-            f"real rays, {name} field: {kept.mean():.1f} kept samples per ray (90th percentile "
+            f"real rays, {label} field: {kept.mean():.1f} kept samples per ray (90th percentile "
             f"{kept.quantile(0.9):.0f}), opacity {out.opacity[valid].mean():.2f}",
             flush=True,
         )
         for row in time_training_terms(preset, field, batch, weights, args.repeats, args.device):
-            rows.append(dict(field=name, batch=2, kept_samples=float(kept.mean()), **row))
+            rows.append(dict(field=label, merge_cells=merge, batch=2, kept_samples=float(kept.mean()), **row))
     return {"terms": rows, "skip_sweep": skip_sweep(network, batch, preset)}
 
 
@@ -426,8 +432,15 @@ def main() -> int:
         "--rays", type=int, nargs="+", help="rays per sample (default: 38,400 on CUDA, the demo's on CPU)"
     )
     parser.add_argument("--batch", type=int, nargs="+", help="batch sizes to time (default: 1 2 on CUDA)")
+    parser.add_argument(
+        "--merge-cells", nargs="+", choices=("off", "on"),
+        help="with --dataroot: time the 2D losses with the fused renderer per sample (off) and per "
+        "interpolation cell (on); default: fused.MERGE_CELLS, or the sweep's choice",
+    )  # fmt: skip
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args()
+    if args.merge_cells and args.device != "cuda":
+        parser.error("--merge-cells chooses between fused CUDA kernels; off CUDA the PyTorch renderer runs")
     global CONVENTION
     CONVENTION = args.convention
     classes = 17
@@ -455,7 +468,11 @@ def main() -> int:
     if args.sweep and args.device == "cuda":
         results["sweep"] = sweep(grid, step_size, rays_per_sample, classes, cfg, weights, args.repeats)
     if args.device == "cuda":
-        results["config"] = {"chunk": fused.CHUNK, "num_warps": fused.NUM_WARPS}
+        results["config"] = {
+            "chunk": fused.CHUNK,
+            "num_warps": fused.NUM_WARPS,
+            "merge_cells": fused.MERGE_CELLS,
+        }
     if args.profile and args.device == "cuda":
         profile(grid, step_size, rays_per_sample, classes, cfg, weights)
     for kind, batch, rays_per_sample in itertools.product(("fresh", "trained"), batches, ray_counts):
@@ -515,10 +532,10 @@ def main() -> int:
     if args.dataroot:
         results["real_batch"] = real_batch_terms(args)
         print(f"\n2D losses of a real training batch ({args.preset}, batch 2), forward + backward")
-        print(f"{'losses':30s} {'field':22s} {'kept/ray':>9s} {'median ms':>10s} {'GPU busy ms':>12s}")
+        print(f"{'losses':30s} {'field':32s} {'kept/ray':>9s} {'median ms':>10s} {'GPU busy ms':>12s}")
         for r in results["real_batch"]["terms"]:
             cells = f"{r['kept_samples']:9.1f} {r['median_ms']:10.2f} {r['gpu_busy_ms']:12.2f}"
-            print(f"{r['terms']:30s} {r['field']:22s} {cells}")
+            print(f"{r['terms']:30s} {r['field']:32s} {cells}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)

@@ -29,7 +29,8 @@ while a trained one stops rays at their first surface and skips the free space, 
     python benchmarks/train.py --dataroot D --preset r50-256x704 --stages --set data.max_rays=9600
 
 A compiled preset (train.compile) compiles the 2D losses around the renderer too; --eager-losses leaves them
-eager, the row to compare with.
+eager, the row to compare with. --merge-cells off on times each row with the fused renderer reading and
+scattering per sample and per interpolation cell (`render.fused.MERGE_CELLS`), in one call.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ from renderocc.config import Preset, with_overrides
 from renderocc.data.batch import batch_to
 from renderocc.models import build_model
 from renderocc.models.info import counted_flops, peak_bf16_tflops
+from renderocc.render import fused
 from renderocc.render.losses import class_weights_from_counts
 from renderocc.train import compile_stages, forward_backward, losses_2d_fn, param_groups, resolve_preset
 from renderocc.train_utils import distributed
@@ -229,8 +231,9 @@ def sync_audit(step, batch: dict, raw, optimizer, ema, preset) -> collections.Co
     return sites
 
 
-def bench(preset_name: str, preset: Preset, batch_size: int, args, dist) -> dict:
+def bench(preset_name: str, preset: Preset, batch_size: int, args, dist, merge_cells: bool) -> dict:
     device = dist.device
+    fused.MERGE_CELLS = merge_cells
     preset = preset.replace(train={"batch_size": batch_size})
     index = open_index(args.dataroot, args.version)
     # a trained field: the run's weights, refused (naming the keys) when they do not fit the preset's network
@@ -311,6 +314,7 @@ def bench(preset_name: str, preset: Preset, batch_size: int, args, dist) -> dict
         "ranks": ranks,  # per process: (median ms of the step without all-reduce, median loader wait ms)
         "grad_mb": grad_mb,
         "preset": preset_name,
+        "merge_cells": merge_cells,
         "weights": args.weights or "initialisation",
         "compiled": "stages and losses" if compile_losses else "stages" if compiled else "no",
         "batch": batch_size,
@@ -398,6 +402,11 @@ def main() -> None:
     parser.add_argument(
         "--weights", metavar="RUN", help="start from this run's (or checkpoint's) weights: a trained field"
     )
+    parser.add_argument(
+        "--merge-cells", nargs="+", choices=("off", "on"),
+        help="a row each with the fused renderer per sample (off) and per interpolation cell (on); "
+        "default: render.fused.MERGE_CELLS",
+    )  # fmt: skip
     parser.add_argument("--json", help="write the rows to this file")
     args = parser.parse_args()
     try:  # a bad preset or --set fails here, not after the first preset's rows
@@ -407,7 +416,13 @@ def main() -> None:
     dist = distributed.setup(args.device)
     if args.stages and dist.enabled:
         parser.error("--stages times stages of one process; run it without torchrun")
-    rows = [bench(name, preset, b, args, dist) for name, preset in presets.items() for b in args.batch_size]
+    if args.merge_cells and dist.device.type != "cuda":
+        parser.error("--merge-cells chooses between fused CUDA kernels; off CUDA the PyTorch renderer runs")
+    merges = [m == "on" for m in args.merge_cells] if args.merge_cells else [fused.MERGE_CELLS]
+    rows = [
+        bench(f"{name}+cells" if merge and args.merge_cells else name, preset, b, args, dist, merge)
+        for name, preset in presets.items() for b in args.batch_size for merge in merges
+    ]  # fmt: skip
     if dist.is_main:
         name = torch.cuda.get_device_name(dist.device) if dist.device.type == "cuda" else "CPU"
         print(

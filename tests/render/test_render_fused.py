@@ -33,12 +33,15 @@ def test_fused_matches_reference_under_interpreter(convention, cases):
     assert proc.stdout.count(" ok") == cases, proc.stdout
 
 
+@pytest.mark.parametrize("merge", [False, True])
 @pytest.mark.parametrize("chunk", [None, 2])
-def test_fused_edge_cases_under_interpreter(chunk):
+def test_fused_edge_cases_under_interpreter(chunk, merge):
     """Scenes where a ray's steps of samples, interpolation cells, the skip threshold and the stop meet
-    (render_fused_check.edge_cases), with the default samples per step and with 2 (many step boundaries):
-    outputs, gradients and kept samples against a float64 PyTorch reference under both conventions."""
-    proc = _interpret("edges", *([f"--chunk={chunk}"] if chunk else []), timeout=600)
+    (render_fused_check.edge_cases), with the default samples per step and with 2 (many step boundaries),
+    reading and scattering per sample or per cell: outputs, gradients and kept samples against a float64
+    PyTorch reference under both conventions."""
+    args = [*([f"--chunk={chunk}"] if chunk else []), *(["--merge"] if merge else [])]
+    proc = _interpret("edges", *args, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.count(" ok") == 5, proc.stdout
 
@@ -59,9 +62,9 @@ def test_triton_on_cpu_without_interpreter_is_refused():
         )
 
 
-@pytest.mark.parametrize("reference", [False, True])
+@pytest.mark.parametrize("reference, merge", [(False, False), (False, True), (True, False)])
 @pytest.mark.parametrize("kernel", ["render_fwd_kernel", "render_bwd_kernel"])
-def test_kernels_compile_for_hopper(kernel, reference):
+def test_kernels_compile_for_hopper(kernel, reference, merge):
     """Both kernels through Triton's whole CUDA pipeline (TTIR, LLVM, PTX, ptxas) for sm_90, without a GPU:
     the interpreter above runs the Python semantics, this catches what only the compiler rejects."""
     import inspect
@@ -74,13 +77,13 @@ def test_kernels_compile_for_hopper(kernel, reference):
     fn = getattr(kernels, kernel)
     signature = {}
     for name in inspect.signature(fn.fn).parameters:
-        if name in ("S", "BLOCK_C", "REFERENCE"):
+        if name in ("S", "BLOCK_C", "REFERENCE", "MERGE"):
             signature[name] = "constexpr"
         elif name.endswith("_ptr"):
             signature[name] = "*i32" if name in ("num_samples_ptr", "count_ptr") else "*fp32"
         else:
             signature[name] = "i32" if name in ("R", "C", "NX", "NY", "NZ") else "fp32"
-    constexprs = {"S": 1 if reference else fused.CHUNK, "BLOCK_C": 32, "REFERENCE": reference}
+    constexprs = {"S": 1 if reference else fused.CHUNK, "BLOCK_C": 32, "REFERENCE": reference, "MERGE": merge}
     source = ASTSource(fn, signature, constexprs=constexprs)
     try:
         options = {"num_warps": fused.NUM_WARPS}

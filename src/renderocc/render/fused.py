@@ -23,6 +23,9 @@ except ImportError:  # CPU-only installs: the reference renderer is used
 # samples per step on an H200 (benchmarks/render.py --sweep).
 CHUNK = 32
 NUM_WARPS = 1
+# Read and scatter per interpolation cell rather than per sample (`kernels`' MERGE), metric convention only.
+# Off until timed on a GPU (benchmarks/render.py --sweep times both).
+MERGE_CELLS = False
 
 
 def triton_available() -> bool:
@@ -65,7 +68,7 @@ class _FusedRender(torch.autograd.Function):
         # the backward replays the samples exactly as the forward took them
         launch = dict(
             S=1 if reference else CHUNK, BLOCK_C=triton.next_power_of_2(c), REFERENCE=reference,
-            num_warps=NUM_WARPS,
+            MERGE=MERGE_CELLS and not reference, num_warps=NUM_WARPS,
         )  # fmt: skip
         render_fwd_kernel[(r, b)](
             density, semantics, rays_o, rays_d, t_near, num_samples, t_table,

@@ -19,6 +19,13 @@ P and the sum of squares Q, sum_i w_i dP/dw_i = 2 P since P is quadratic in w, a
 reach the grids by atomic adds at the eight interpolation corners: the density's one lane per sample, the
 logits' one row per kept sample.
 
+MERGE (a constexpr, metric convention only) reads and scatters per interpolation cell instead of per
+sample: at half a voxel per step a level ray takes about 1.7 samples in each cell it crosses, all with
+the same eight corners. The logits' rows are read once for a run of consecutive samples in one cell,
+with their summed corner weights (the backward's logits . dL/dsemantics per sample from the rows' dots),
+and added to once; the density's corner adds are summed over each run of lanes in one cell (a segmented
+scan) and issued by the run's last lane. The same sums, in another order.
+
 Both rendering conventions (`render.conventions`) run through the same kernels; REFERENCE (a constexpr)
 selects where the samples lie (`_metric_position` or `_reference_position`), how the grids are read
 (clamp-to-edge or zero outside, `_corner_frame`) and the depth coordinate x (metres, or R t / (1 + t)).
@@ -222,7 +229,7 @@ def _pick(v, lanes, i):
 
 
 @triton.jit
-def _pick_sample(i, lanes, w, base, sx, sy, sz, fx, fy, fz, inside):
+def _pick_sample(i, lanes, w, base, sx, sy, sz, fx, fy, fz):
     """Sample i's weight and interpolation corners (see `_corner_frame`), as scalars."""
     return (
         _pick(w, lanes, i),
@@ -233,7 +240,6 @@ def _pick_sample(i, lanes, w, base, sx, sy, sz, fx, fy, fz, inside):
         _pick(fx, lanes, i),
         _pick(fy, lanes, i),
         _pick(fz, lanes, i),
-        _pick(inside, lanes, i),
     )
 
 
@@ -244,12 +250,159 @@ def _first(todo, lanes, S: tl.constexpr):
 
 
 @triton.jit
+def _semantics_per_sample(todo, lanes, w, base, sx, sy, sz, fx, fy, fz, inside, semantics_b, C, chans,
+                          chan_ok, S: tl.constexpr, REFERENCE: tl.constexpr):  # fmt: skip
+    """sum_i w_i logits_i [BLOCK_C] over this step's samples in todo, one sample at a time."""
+    sem = tl.zeros(chans.shape, tl.float32)
+    i = _first(todo, lanes, S)
+    while i < S:
+        w_i, base_i, sx_i, sy_i, sz_i, fx_i, fy_i, fz_i = _pick_sample(
+            i, lanes, w, base, sx, sy, sz, fx, fy, fz
+        )
+        in_i = _pick(inside, lanes, i)
+        for j in tl.static_range(8):
+            off_i, wj_i = _corner(j, base_i, sx_i, sy_i, sz_i, fx_i, fy_i, fz_i)
+            mask_i = chan_ok
+            if REFERENCE:
+                mask_i = mask_i & _inside(j, in_i)
+            sem += (w_i * wj_i) * tl.load(semantics_b + off_i * C + chans, mask=mask_i, other=0.0)
+        todo = todo & (lanes != i)
+        i = _first(todo, lanes, S)
+    return sem
+
+
+@triton.jit
+def _semantics_per_sample_bwd(todo, lanes, w, base, sx, sy, sz, fx, fy, fz, inside, semantics_b,
+                              grad_semantics_b, C, chans, chan_ok, g_sem, S: tl.constexpr,
+                              REFERENCE: tl.constexpr):  # fmt: skip
+    """Per sample of todo, logits . dL/dsemantics [S] (0 elsewhere); and dL/dlogits = w dL/dsemantics at
+    its corners, one sample at a time."""
+    sem_dot = tl.zeros(lanes.shape, tl.float32)
+    i = _first(todo, lanes, S)
+    while i < S:
+        w_i, base_i, sx_i, sy_i, sz_i, fx_i, fy_i, fz_i = _pick_sample(
+            i, lanes, w, base, sx, sy, sz, fx, fy, fz
+        )
+        in_i = _pick(inside, lanes, i)
+        logits = tl.zeros(chans.shape, tl.float32)
+        for j in tl.static_range(8):
+            off_i, wj_i = _corner(j, base_i, sx_i, sy_i, sz_i, fx_i, fy_i, fz_i)
+            mask_i = chan_ok
+            if REFERENCE:
+                mask_i = mask_i & _inside(j, in_i)
+            logits += wj_i * tl.load(semantics_b + off_i * C + chans, mask=mask_i, other=0.0)
+            g_logits = (w_i * wj_i) * g_sem
+            tl.atomic_add(grad_semantics_b + off_i * C + chans, g_logits, mask=mask_i, sem="relaxed")
+        sem_dot = tl.where(lanes == i, tl.sum(logits * g_sem), sem_dot)
+        todo = todo & (lanes != i)
+        i = _first(todo, lanes, S)
+    return sem_dot
+
+
+@triton.jit
+def _cell_rows(base, sx, sy, sz, chans, C):
+    """Offsets [8, BLOCK_C] of the logits rows at the eight corners of the cell at base (scalars)."""
+    return _corner_offset(tl.arange(0, 8), base, sx, sy, sz)[:, None] * C + chans[None, :]
+
+
+@triton.jit
+def _next_in_other_cell(todo, lanes, base, base_i, S: tl.constexpr):
+    """The next sample to read (lowest lane of todo, or S) and whether it lies outside the cell base_i: the
+    cell's run of samples ends here."""
+    i = _first(todo, lanes, S)
+    return i, (i == S) | (_pick(base, lanes, i) != base_i)
+
+
+@triton.jit
+def _semantics_per_cell(todo, lanes, w, base, sx, sy, sz, fx, fy, fz, semantics_b, C, chans, chan_ok,
+                        S: tl.constexpr):  # fmt: skip
+    """sum_i w_i logits_i [BLOCK_C] over this step's samples in todo, each cell's rows read once."""
+    sem = tl.zeros(chans.shape, tl.float32)
+    cell_w = tl.zeros([8], tl.float32)  # the run's summed weight at each corner
+    i = _first(todo, lanes, S)
+    while i < S:
+        w_i, base_i, sx_i, sy_i, sz_i, fx_i, fy_i, fz_i = _pick_sample(
+            i, lanes, w, base, sx, sy, sz, fx, fy, fz
+        )
+        cell_w += w_i * _corner(tl.arange(0, 8), base_i, sx_i, sy_i, sz_i, fx_i, fy_i, fz_i)[1]
+        todo = todo & (lanes != i)
+        i, last = _next_in_other_cell(todo, lanes, base, base_i, S)
+        rows = tl.load(semantics_b + _cell_rows(base_i, sx_i, sy_i, sz_i, chans, C),
+                       mask=last & chan_ok[None, :], other=0.0)  # fmt: skip
+        sem += tl.sum(cell_w[:, None] * rows, 0)
+        cell_w = tl.where(last, 0.0, cell_w)
+    return sem
+
+
+@triton.jit
+def _semantics_per_cell_bwd(todo, lanes, w, base, sx, sy, sz, fx, fy, fz, semantics_b, grad_semantics_b, C,
+                            chans, chan_ok, g_sem, S: tl.constexpr):  # fmt: skip
+    """Per sample of todo, logits . dL/dsemantics [S] (0 elsewhere), each cell's rows read once; and
+    dL/dlogits = (the run's summed weight at each corner) dL/dsemantics added once per run."""
+    sem_dot = tl.zeros(lanes.shape, tl.float32)
+    cell_w = tl.zeros([8], tl.float32)
+    cell_dot = tl.zeros([8], tl.float32)  # each corner's row . dL/dsemantics
+    current = -1
+    i = _first(todo, lanes, S)
+    while i < S:
+        w_i, base_i, sx_i, sy_i, sz_i, fx_i, fy_i, fz_i = _pick_sample(
+            i, lanes, w, base, sx, sy, sz, fx, fy, fz
+        )
+        rows_i = _cell_rows(base_i, sx_i, sy_i, sz_i, chans, C)
+        first = base_i != current
+        rows = tl.load(semantics_b + rows_i, mask=first & chan_ok[None, :], other=0.0)
+        cell_dot = tl.where(first, tl.sum(rows * g_sem[None, :], 1), cell_dot)
+        wj = _corner(tl.arange(0, 8), base_i, sx_i, sy_i, sz_i, fx_i, fy_i, fz_i)[1]
+        sem_dot = tl.where(lanes == i, tl.sum(wj * cell_dot), sem_dot)
+        cell_w += w_i * wj
+        current = base_i
+        todo = todo & (lanes != i)
+        i, last = _next_in_other_cell(todo, lanes, base, base_i, S)
+        tl.atomic_add(grad_semantics_b + rows_i, cell_w[:, None] * g_sem[None, :],
+                      mask=last & chan_ok[None, :], sem="relaxed")  # fmt: skip
+        cell_w = tl.where(last, 0.0, cell_w)
+    return sem_dot
+
+
+@triton.jit
+def _segment_sum(a, a_start, b, b_start):
+    """Combine of a segmented sum: b's value restarts the sum where b starts a segment."""
+    return tl.where(b_start != 0, b, a + b), a_start | b_start
+
+
+@triton.jit
+def _cell_base(k, t_near, ox, oy, oz, dx, dy, dz, step, orx, ory, orz, scx, scy, scz, NX, NY, NZ):
+    """Flat base index of the interpolation cell of metric sample k."""
+    qx, qy, qz, _ = _metric_position(k, t_near, ox, oy, oz, dx, dy, dz, step)
+    return _corner_frame(qx, qy, qz, orx, ory, orz, scx, scy, scz, NX, NY, NZ, False)[0]
+
+
+@triton.jit
+def _density_grad_per_cell(grad_density_b, g_dens, k, lanes, base, sx, sy, sz, fx, fy, fz, t_near, ox, oy, oz,
+                           dx, dy, dz, step, orx, ory, orz, scx, scy, scz, NX, NY, NZ,
+                           S: tl.constexpr):  # fmt: skip
+    """Add g_dens [S] (metric samples k) to the density gradient at the corners, one add per corner and run
+    of consecutive lanes in one cell. A lane's neighbours' cells come from their positions, which are
+    arithmetic in k."""
+    before = _cell_base(k - 1, t_near, ox, oy, oz, dx, dy, dz, step, orx, ory, orz, scx, scy, scz, NX, NY, NZ)
+    after = _cell_base(k + 1, t_near, ox, oy, oz, dx, dy, dz, step, orx, ory, orz, scx, scy, scz, NX, NY, NZ)
+    starts = ((lanes == 0) | (before != base)).to(tl.int32)
+    ends = (lanes == S - 1) | (after != base)
+    off, wj = _corner(tl.arange(0, 8)[None, :], base[:, None], sx[:, None], sy[:, None], sz[:, None],
+                      fx[:, None], fy[:, None], fz[:, None])  # fmt: skip
+    runs, _ = tl.associative_scan(
+        (wj * g_dens[:, None], tl.broadcast_to(starts[:, None], off.shape)), 0, _segment_sum
+    )
+    tl.atomic_add(grad_density_b + off, runs, mask=ends[:, None] & (runs != 0.0), sem="relaxed")
+
+
+@triton.jit
 def render_fwd_kernel(
     density_ptr, semantics_ptr, rays_o_ptr, rays_d_ptr, t_near_ptr, num_samples_ptr, t_ptr,
     depth_ptr, sem_out_ptr, opacity_ptr, pairs_ptr, squares_ptr, count_ptr,
     R, C, NX, NY, NZ, orx, ory, orz, scx, scy, scz, step, interval, shift, thr, stop, sem_thr,
     background, merge, depth_scale,
-    S: tl.constexpr, BLOCK_C: tl.constexpr, REFERENCE: tl.constexpr,
+    S: tl.constexpr, BLOCK_C: tl.constexpr, REFERENCE: tl.constexpr, MERGE: tl.constexpr,
 ):  # fmt: skip
     """Forward: per ray, sum w x, sum w logits [C], sum w, sum_ij w_i w_j |x_i - x_j|, sum w^2 and the number
     of kept samples."""
@@ -287,22 +440,17 @@ def render_fwd_kernel(
         ww_sum += tl.sum(w * w)
         count += tl.sum(keep_w.to(tl.int32))
         trans = trans * tl.exp(-tl.sum(tau))
-        # the logits of the kept samples that reach the semantic threshold, one sample at a time
+        # the logits of the kept samples that reach the semantic threshold
         todo = keep_w & (w >= sem_thr)
-        i = _first(todo, lanes, S)
-        while i < S:
-            w_i, base_i, sx_i, sy_i, sz_i, fx_i, fy_i, fz_i, in_i = _pick_sample(
-                i, lanes, w, base, sx, sy, sz, fx, fy, fz, inside
+        if MERGE:
+            sem_acc += _semantics_per_cell(
+                todo, lanes, w, base, sx, sy, sz, fx, fy, fz, semantics_b, C, chans, chan_ok, S
             )
-            # (names of their own: Triton 3.0 would take the step's per-sample `off` for a loop-carried value)
-            for j in tl.static_range(8):
-                off_i, wj_i = _corner(j, base_i, sx_i, sy_i, sz_i, fx_i, fy_i, fz_i)
-                mask_i = chan_ok
-                if REFERENCE:
-                    mask_i = mask_i & _inside(j, in_i)
-                sem_acc += (w_i * wj_i) * tl.load(semantics_b + off_i * C + chans, mask=mask_i, other=0.0)
-            todo = todo & (lanes != i)
-            i = _first(todo, lanes, S)
+        else:
+            sem_acc += _semantics_per_sample(
+                todo, lanes, w, base, sx, sy, sz, fx, fy, fz, inside, semantics_b, C, chans, chan_ok, S,
+                REFERENCE,
+            )  # fmt: skip
         k += S
         go = (k < n) & (trans >= stop)
 
@@ -322,7 +470,7 @@ def render_bwd_kernel(
     grad_density_ptr, grad_semantics_ptr,
     R, C, NX, NY, NZ, orx, ory, orz, scx, scy, scz, step, interval, shift, thr, stop, sem_thr,
     background, merge, depth_scale,
-    S: tl.constexpr, BLOCK_C: tl.constexpr, REFERENCE: tl.constexpr,
+    S: tl.constexpr, BLOCK_C: tl.constexpr, REFERENCE: tl.constexpr, MERGE: tl.constexpr,
 ):  # fmt: skip
     """Backward: replay the steps in order and scatter dL/d(density, semantics) into the grids."""
     chans = tl.arange(0, BLOCK_C)
@@ -369,25 +517,17 @@ def render_bwd_kernel(
         )  # fmt: skip
         # per sample whose logits count: logits . dL/dsemantics, and dL/dlogits = w dL/dsemantics at the
         # sample's corners
-        sem_dot = zero
         todo = keep_w & (w >= sem_thr)
-        i = _first(todo, lanes, S)
-        while i < S:
-            w_i, base_i, sx_i, sy_i, sz_i, fx_i, fy_i, fz_i, in_i = _pick_sample(
-                i, lanes, w, base, sx, sy, sz, fx, fy, fz, inside
-            )
-            logits = tl.zeros([BLOCK_C], tl.float32)
-            for j in tl.static_range(8):
-                off_i, wj_i = _corner(j, base_i, sx_i, sy_i, sz_i, fx_i, fy_i, fz_i)
-                mask_i = chan_ok
-                if REFERENCE:
-                    mask_i = mask_i & _inside(j, in_i)
-                logits += wj_i * tl.load(semantics_b + off_i * C + chans, mask=mask_i, other=0.0)
-                g_logits = (w_i * wj_i) * g_sem
-                tl.atomic_add(grad_semantics_b + off_i * C + chans, g_logits, mask=mask_i, sem="relaxed")
-            sem_dot = tl.where(lanes == i, tl.sum(logits * g_sem), sem_dot)
-            todo = todo & (lanes != i)
-            i = _first(todo, lanes, S)
+        if MERGE:
+            sem_dot = _semantics_per_cell_bwd(
+                todo, lanes, w, base, sx, sy, sz, fx, fy, fz, semantics_b, grad_semantics_b, C, chans,
+                chan_ok, g_sem, S,
+            )  # fmt: skip
+        else:
+            sem_dot = _semantics_per_sample_bwd(
+                todo, lanes, w, base, sx, sy, sz, fx, fy, fz, inside, semantics_b, grad_semantics_b, C, chans,
+                chan_ok, g_sem, S, REFERENCE,
+            )  # fmt: skip
         # dL/dw_k: depth, opacity, logits . dL/dsemantics, the pair sum's
         # d/dw_k sum_ij w_i w_j |x_i - x_j| = 2 sum_j w_j |x_k - x_j| = 2 (x_k (2 W_<k - W) + S - 2 S_<k)
         # (W, S: sums of w and w x), and the squares' 2 w_k
@@ -406,12 +546,18 @@ def render_bwd_kernel(
         g_tau = tl.where(keep_w, g_w * trans_k * tl.exp(-tau), 0.0) - (total - gw_before - tl.cumsum(gw, 0))
         # tau = softplus(density + shift) * interval and softplus' = sigmoid
         g_dens = tl.where(keep_a, g_tau * interval / (1.0 + tl.exp(-(dens + shift))), 0.0)
-        for j in tl.static_range(8):
-            off, wj = _corner(j, base, sx, sy, sz, fx, fy, fz)
-            mask = keep_a
-            if REFERENCE:
-                mask = mask & _inside(j, inside)
-            tl.atomic_add(grad_density_b + off, wj * g_dens, mask=mask, sem="relaxed")
+        if MERGE:
+            _density_grad_per_cell(
+                grad_density_b, g_dens, k + lanes, lanes, base, sx, sy, sz, fx, fy, fz, t_near, ox, oy, oz,
+                dx, dy, dz, step, orx, ory, orz, scx, scy, scz, NX, NY, NZ, S,
+            )  # fmt: skip
+        else:
+            for j in tl.static_range(8):
+                off, wj = _corner(j, base, sx, sy, sz, fx, fy, fz)
+                mask = keep_a
+                if REFERENCE:
+                    mask = mask & _inside(j, inside)
+                tl.atomic_add(grad_density_b + off, wj * g_dens, mask=mask, sem="relaxed")
         w_before += tl.sum(w)
         wx_before += tl.sum(wx)
         gw_before += tl.sum(gw)
