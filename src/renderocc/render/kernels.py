@@ -21,10 +21,11 @@ logits' one row per kept sample.
 
 MERGE (a constexpr, metric convention only) reads and scatters per interpolation cell instead of per
 sample: at half a voxel per step a level ray takes about 1.7 samples in each cell it crosses, all with
-the same eight corners. The logits' rows are read once for a run of consecutive samples in one cell,
-with their summed corner weights (the backward's logits . dL/dsemantics per sample from the rows' dots),
-and added to once; the density's corner adds are summed over each run of lanes in one cell (a segmented
-scan) and issued by the run's last lane. The same sums, in another order.
+the same eight corners. A step's samples whose logits count are taken a cell at a time: its eight rows
+are read once, with the samples' summed corner weights (in the backward, each sample's logits .
+dL/dsemantics from the rows' dots and its own corner weights), and added to once. The density's corner
+adds are summed over each run of lanes in one cell (a segmented scan) and issued by the run's last lane.
+The same sums, in another order, with no more registers (96 in the backward on sm_90, as per sample).
 
 Both rendering conventions (`render.conventions`) run through the same kernels; REFERENCE (a constexpr)
 selects where the samples lie (`_metric_position` or `_reference_position`), how the grids are read
@@ -300,67 +301,47 @@ def _semantics_per_sample_bwd(todo, lanes, w, base, sx, sy, sz, fx, fy, fz, insi
 
 
 @triton.jit
-def _cell_rows(base, sx, sy, sz, chans, C):
-    """Offsets [8, BLOCK_C] of the logits rows at the eight corners of the cell at base (scalars)."""
-    return _corner_offset(tl.arange(0, 8), base, sx, sy, sz)[:, None] * C + chans[None, :]
-
-
-@triton.jit
-def _next_in_other_cell(todo, lanes, base, base_i, S: tl.constexpr):
-    """The next sample to read (lowest lane of todo, or S) and whether it lies outside the cell base_i: the
-    cell's run of samples ends here."""
+def _next_cell(todo, lanes, base, sx, sy, sz, S: tl.constexpr):
+    """The lowest lane of todo (S if none) and its cell: the samples of todo in it [S], its base index and
+    corner strides (scalars)."""
     i = _first(todo, lanes, S)
-    return i, (i == S) | (_pick(base, lanes, i) != base_i)
+    base_i = _pick(base, lanes, i)
+    return i, todo & (base == base_i), base_i, _pick(sx, lanes, i), _pick(sy, lanes, i), _pick(sz, lanes, i)
 
 
 @triton.jit
 def _semantics_per_cell(todo, lanes, w, base, sx, sy, sz, fx, fy, fz, semantics_b, C, chans, chan_ok,
                         S: tl.constexpr):  # fmt: skip
-    """sum_i w_i logits_i [BLOCK_C] over this step's samples in todo, each cell's rows read once."""
+    """sum_i w_i logits_i [BLOCK_C] over this step's samples in todo, each cell's rows read once with its
+    samples' summed corner weights."""
     sem = tl.zeros(chans.shape, tl.float32)
-    cell_w = tl.zeros([8], tl.float32)  # the run's summed weight at each corner
-    i = _first(todo, lanes, S)
+    i, cell, base_c, sx_c, sy_c, sz_c = _next_cell(todo, lanes, base, sx, sy, sz, S)
     while i < S:
-        w_i, base_i, sx_i, sy_i, sz_i, fx_i, fy_i, fz_i = _pick_sample(
-            i, lanes, w, base, sx, sy, sz, fx, fy, fz
-        )
-        cell_w += w_i * _corner(tl.arange(0, 8), base_i, sx_i, sy_i, sz_i, fx_i, fy_i, fz_i)[1]
-        todo = todo & (lanes != i)
-        i, last = _next_in_other_cell(todo, lanes, base, base_i, S)
-        rows = tl.load(semantics_b + _cell_rows(base_i, sx_i, sy_i, sz_i, chans, C),
-                       mask=last & chan_ok[None, :], other=0.0)  # fmt: skip
-        sem += tl.sum(cell_w[:, None] * rows, 0)
-        cell_w = tl.where(last, 0.0, cell_w)
+        for j in tl.static_range(8):
+            wj = _corner(j, base, sx, sy, sz, fx, fy, fz)[1]
+            row = _corner_offset(j, base_c, sx_c, sy_c, sz_c) * C + chans
+            sem += tl.sum(tl.where(cell, w * wj, 0.0)) * tl.load(semantics_b + row, mask=chan_ok, other=0.0)
+        todo = todo & ~cell
+        i, cell, base_c, sx_c, sy_c, sz_c = _next_cell(todo, lanes, base, sx, sy, sz, S)
     return sem
 
 
 @triton.jit
 def _semantics_per_cell_bwd(todo, lanes, w, base, sx, sy, sz, fx, fy, fz, semantics_b, grad_semantics_b, C,
                             chans, chan_ok, g_sem, S: tl.constexpr):  # fmt: skip
-    """Per sample of todo, logits . dL/dsemantics [S] (0 elsewhere), each cell's rows read once; and
-    dL/dlogits = (the run's summed weight at each corner) dL/dsemantics added once per run."""
+    """Per sample of todo, logits . dL/dsemantics [S] (0 elsewhere), from each corner row's dot with
+    dL/dsemantics, read once per cell; and dL/dlogits = (the cell's samples' summed weight at the corner)
+    dL/dsemantics, added once per cell."""
     sem_dot = tl.zeros(lanes.shape, tl.float32)
-    cell_w = tl.zeros([8], tl.float32)
-    cell_dot = tl.zeros([8], tl.float32)  # each corner's row . dL/dsemantics
-    current = -1
-    i = _first(todo, lanes, S)
+    i, cell, base_c, sx_c, sy_c, sz_c = _next_cell(todo, lanes, base, sx, sy, sz, S)
     while i < S:
-        w_i, base_i, sx_i, sy_i, sz_i, fx_i, fy_i, fz_i = _pick_sample(
-            i, lanes, w, base, sx, sy, sz, fx, fy, fz
-        )
-        rows_i = _cell_rows(base_i, sx_i, sy_i, sz_i, chans, C)
-        first = base_i != current
-        rows = tl.load(semantics_b + rows_i, mask=first & chan_ok[None, :], other=0.0)
-        cell_dot = tl.where(first, tl.sum(rows * g_sem[None, :], 1), cell_dot)
-        wj = _corner(tl.arange(0, 8), base_i, sx_i, sy_i, sz_i, fx_i, fy_i, fz_i)[1]
-        sem_dot = tl.where(lanes == i, tl.sum(wj * cell_dot), sem_dot)
-        cell_w += w_i * wj
-        current = base_i
-        todo = todo & (lanes != i)
-        i, last = _next_in_other_cell(todo, lanes, base, base_i, S)
-        tl.atomic_add(grad_semantics_b + rows_i, cell_w[:, None] * g_sem[None, :],
-                      mask=last & chan_ok[None, :], sem="relaxed")  # fmt: skip
-        cell_w = tl.where(last, 0.0, cell_w)
+        for j in tl.static_range(8):
+            wj = tl.where(cell, _corner(j, base, sx, sy, sz, fx, fy, fz)[1], 0.0)
+            row = _corner_offset(j, base_c, sx_c, sy_c, sz_c) * C + chans
+            sem_dot += wj * tl.sum(g_sem * tl.load(semantics_b + row, mask=chan_ok, other=0.0))
+            tl.atomic_add(grad_semantics_b + row, tl.sum(w * wj) * g_sem, mask=chan_ok, sem="relaxed")
+        todo = todo & ~cell
+        i, cell, base_c, sx_c, sy_c, sz_c = _next_cell(todo, lanes, base, sx, sy, sz, S)
     return sem_dot
 
 
@@ -388,12 +369,10 @@ def _density_grad_per_cell(grad_density_b, g_dens, k, lanes, base, sx, sy, sz, f
     after = _cell_base(k + 1, t_near, ox, oy, oz, dx, dy, dz, step, orx, ory, orz, scx, scy, scz, NX, NY, NZ)
     starts = ((lanes == 0) | (before != base)).to(tl.int32)
     ends = (lanes == S - 1) | (after != base)
-    off, wj = _corner(tl.arange(0, 8)[None, :], base[:, None], sx[:, None], sy[:, None], sz[:, None],
-                      fx[:, None], fy[:, None], fz[:, None])  # fmt: skip
-    runs, _ = tl.associative_scan(
-        (wj * g_dens[:, None], tl.broadcast_to(starts[:, None], off.shape)), 0, _segment_sum
-    )
-    tl.atomic_add(grad_density_b + off, runs, mask=ends[:, None] & (runs != 0.0), sem="relaxed")
+    for j in tl.static_range(8):
+        off, wj = _corner(j, base, sx, sy, sz, fx, fy, fz)
+        run, _ = tl.associative_scan((wj * g_dens, starts), 0, _segment_sum)
+        tl.atomic_add(grad_density_b + off, run, mask=ends & (run != 0.0), sem="relaxed")
 
 
 @triton.jit
