@@ -395,19 +395,22 @@ def real_batch_terms(args: argparse.Namespace) -> dict:
     }
     rows, r = [], preset.render
     merges = [m == "on" for m in args.merge_cells] if args.merge_cells else [fused.MERGE_CELLS]
-    for (name, field), merge in itertools.product(fields.items(), merges):
-        fused.MERGE_CELLS = merge
-        valid = batch["ray_valid"]
+    valid = batch["ray_valid"]
+    for name, field in fields.items():
         out = render_batch(field, batch, preset, r.skip_threshold, r.stop_transmittance, r.semantic_threshold)
         kept = out.samples[valid].float()
-        label = f"{name}{', per cell' if merge and args.merge_cells else ''}"
         print(
-            f"real rays, {label} field: {kept.mean():.1f} kept samples per ray (90th percentile "
+            f"real rays, {name} field: {kept.mean():.1f} kept samples per ray (90th percentile "
             f"{kept.quantile(0.9):.0f}), opacity {out.opacity[valid].mean():.2f}",
             flush=True,
         )
-        for row in time_training_terms(preset, field, batch, weights, args.repeats, args.device):
-            rows.append(dict(field=label, merge_cells=merge, batch=2, kept_samples=float(kept.mean()), **row))
+        for merge in merges:  # the same kept samples either way, read and scattered per sample or per cell
+            fused.MERGE_CELLS = merge
+            label = f"{name}{', per cell' if merge and args.merge_cells else ''}"
+            for row in time_training_terms(preset, field, batch, weights, args.repeats, args.device):
+                rows.append(
+                    dict(field=label, merge_cells=merge, batch=2, kept_samples=float(kept.mean()), **row)
+                )
     return {"terms": rows, "skip_sweep": skip_sweep(network, batch, preset)}
 
 

@@ -251,6 +251,19 @@ def _first(todo, lanes, S: tl.constexpr):
 
 
 @triton.jit
+def _corner_row(
+    j, base_i, sx_i, sy_i, sz_i, fx_i, fy_i, fz_i, in_i, chans, chan_ok, C, REFERENCE: tl.constexpr
+):
+    """One sample's corner j (scalars, see `_corner_frame`): the offsets [BLOCK_C] of its logits row, its
+    trilinear weight and the channels to read (none for a corner outside the grid under REFERENCE)."""
+    off, wj = _corner(j, base_i, sx_i, sy_i, sz_i, fx_i, fy_i, fz_i)
+    mask = chan_ok
+    if REFERENCE:
+        mask = mask & _inside(j, in_i)
+    return off * C + chans, wj, mask
+
+
+@triton.jit
 def _semantics_per_sample(todo, lanes, w, base, sx, sy, sz, fx, fy, fz, inside, semantics_b, C, chans,
                           chan_ok, S: tl.constexpr, REFERENCE: tl.constexpr):  # fmt: skip
     """sum_i w_i logits_i [BLOCK_C] over this step's samples in todo, one sample at a time."""
@@ -262,11 +275,10 @@ def _semantics_per_sample(todo, lanes, w, base, sx, sy, sz, fx, fy, fz, inside, 
         )
         in_i = _pick(inside, lanes, i)
         for j in tl.static_range(8):
-            off_i, wj_i = _corner(j, base_i, sx_i, sy_i, sz_i, fx_i, fy_i, fz_i)
-            mask_i = chan_ok
-            if REFERENCE:
-                mask_i = mask_i & _inside(j, in_i)
-            sem += (w_i * wj_i) * tl.load(semantics_b + off_i * C + chans, mask=mask_i, other=0.0)
+            row, wj_i, mask_i = _corner_row(
+                j, base_i, sx_i, sy_i, sz_i, fx_i, fy_i, fz_i, in_i, chans, chan_ok, C, REFERENCE
+            )
+            sem += (w_i * wj_i) * tl.load(semantics_b + row, mask=mask_i, other=0.0)
         todo = todo & (lanes != i)
         i = _first(todo, lanes, S)
     return sem
@@ -287,13 +299,11 @@ def _semantics_per_sample_bwd(todo, lanes, w, base, sx, sy, sz, fx, fy, fz, insi
         in_i = _pick(inside, lanes, i)
         logits = tl.zeros(chans.shape, tl.float32)
         for j in tl.static_range(8):
-            off_i, wj_i = _corner(j, base_i, sx_i, sy_i, sz_i, fx_i, fy_i, fz_i)
-            mask_i = chan_ok
-            if REFERENCE:
-                mask_i = mask_i & _inside(j, in_i)
-            logits += wj_i * tl.load(semantics_b + off_i * C + chans, mask=mask_i, other=0.0)
-            g_logits = (w_i * wj_i) * g_sem
-            tl.atomic_add(grad_semantics_b + off_i * C + chans, g_logits, mask=mask_i, sem="relaxed")
+            row, wj_i, mask_i = _corner_row(
+                j, base_i, sx_i, sy_i, sz_i, fx_i, fy_i, fz_i, in_i, chans, chan_ok, C, REFERENCE
+            )
+            logits += wj_i * tl.load(semantics_b + row, mask=mask_i, other=0.0)
+            tl.atomic_add(grad_semantics_b + row, (w_i * wj_i) * g_sem, mask=mask_i, sem="relaxed")
         sem_dot = tl.where(lanes == i, tl.sum(logits * g_sem), sem_dot)
         todo = todo & (lanes != i)
         i = _first(todo, lanes, S)
