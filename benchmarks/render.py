@@ -20,11 +20,12 @@ call): the renderer's cost grows with the samples the rays keep, so the ray budg
 
 --convention reference times the published release's conventions (render/conventions.py) instead of this
 project's metric ones: samples from the ray origin out to the 39 m sphere and its background shell.
---sweep times the fused kernels per (samples per step of a ray's loop, warps per ray, reads and adds per
-sample or per interpolation cell) on batch 1 and keeps the one with the least GPU-busy time for the rest of
-the run (fused.CHUNK, fused.NUM_WARPS, fused.MERGE_CELLS). --merge-cells off on times the real batch's 2D
-losses (--dataroot) both ways. GPU-busy ms (the kernels' summed time, from the profiler) is printed beside
-the wall ms: at these sizes the wall time is mostly the host launching kernels.
+--sweep times the fused kernels per (samples per step of a ray's loop, warps per ray, what is read and
+added per interpolation cell rather than per sample) on batch 1 and keeps the one with the least GPU-busy
+time for the rest of the run (fused.CHUNK, fused.NUM_WARPS, fused.MERGE_CELLS). --merge-cells off density
+logits both times the real batch's 2D losses (--dataroot) under each of those modes. GPU-busy ms (the
+kernels' summed time, from the profiler) is printed beside the wall ms: at these sizes the wall time is
+mostly the host launching kernels.
 """
 
 from __future__ import annotations
@@ -259,9 +260,9 @@ def check(grid, step_size, classes, device) -> list[dict]:
     return rows
 
 
-# (samples per step, warps per ray, per interpolation cell)
-CONFIGS = tuple(
-    (chunk, warps, merge) for merge in (False, True) for chunk, warps in ((8, 1), (16, 1), (32, 1), (64, 2))
+# (samples per step, warps per ray, fused.MERGE_CELLS): the merge modes at the fastest per-sample walk
+CONFIGS = tuple((chunk, warps, "off") for chunk, warps in ((8, 1), (16, 1), (32, 1), (64, 2))) + tuple(
+    (32, 1, mode) for mode in fused.MERGE_MODES[1:]
 )
 
 
@@ -271,7 +272,7 @@ def step_busy_ms(field, rays, grid, step_size, impl, cfg, weights) -> float:
 
 
 def sweep(grid, step_size, rays_per_sample, classes, cfg, weights, repeats) -> list[dict]:
-    """Wall and GPU-busy ms of the fused path per (samples per step, warps per ray, per cell) on batch 1 of
+    """Wall and GPU-busy ms of the fused path per (samples per step, warps per ray, merge mode) on batch 1 of
     both fields; leaves the configuration with the least GPU-busy time set for the rest of the run (wall time
     at batch 1 is mostly the host's launches)."""
     rows = []
@@ -285,14 +286,14 @@ def sweep(grid, step_size, rays_per_sample, classes, cfg, weights, repeats) -> l
             rows.append(dict(field=kind, chunk=chunk, num_warps=warps, merge_cells=merge, median_ms=ms,
                              gpu_busy_ms=busy))  # fmt: skip
             print(
-                f"sweep {kind:8s} chunk={chunk:3d} num_warps={warps} per {'cell' if merge else 'sample'}"
+                f"sweep {kind:8s} chunk={chunk:3d} num_warps={warps} merge={merge:8s}"
                 f" {ms:8.2f} ms wall, {busy:8.2f} GPU busy",
                 flush=True,
             )
     key = ("chunk", "num_warps", "merge_cells")
     best = min(CONFIGS, key=lambda c: sum(r["gpu_busy_ms"] for r in rows if tuple(r[k] for k in key) == c))
     fused.CHUNK, fused.NUM_WARPS, fused.MERGE_CELLS = best
-    print(f"sweep: least GPU-busy (samples per step, warps, per cell) = {best}", flush=True)
+    print(f"sweep: least GPU-busy (samples per step, warps, merge mode) = {best}", flush=True)
     return rows
 
 
@@ -394,7 +395,7 @@ def real_batch_terms(args: argparse.Namespace) -> dict:
         "fresh": make_field("fresh", grid, 2, classes, args.device, seed=2),
     }
     rows, r = [], preset.render
-    merges = [m == "on" for m in args.merge_cells] if args.merge_cells else [fused.MERGE_CELLS]
+    merges = args.merge_cells or [fused.MERGE_CELLS]
     valid = batch["ray_valid"]
     for name, field in fields.items():
         out = render_batch(field, batch, preset, r.skip_threshold, r.stop_transmittance, r.semantic_threshold)
@@ -404,9 +405,9 @@ def real_batch_terms(args: argparse.Namespace) -> dict:
             f"{kept.quantile(0.9):.0f}), opacity {out.opacity[valid].mean():.2f}",
             flush=True,
         )
-        for merge in merges:  # the same kept samples either way, read and scattered per sample or per cell
+        for merge in merges:  # the same kept samples in every mode, read and scattered per sample or per cell
             fused.MERGE_CELLS = merge
-            label = f"{name}{', per cell' if merge and args.merge_cells else ''}"
+            label = f"{name}{f', merge {merge}' if args.merge_cells else ''}"
             for row in time_training_terms(preset, field, batch, weights, args.repeats, args.device):
                 rows.append(
                     dict(field=label, merge_cells=merge, batch=2, kept_samples=float(kept.mean()), **row)
@@ -436,9 +437,9 @@ def main() -> int:
     )
     parser.add_argument("--batch", type=int, nargs="+", help="batch sizes to time (default: 1 2 on CUDA)")
     parser.add_argument(
-        "--merge-cells", nargs="+", choices=("off", "on"),
-        help="with --dataroot: time the 2D losses with the fused renderer per sample (off) and per "
-        "interpolation cell (on); default: fused.MERGE_CELLS, or the sweep's choice",
+        "--merge-cells", nargs="+", choices=fused.MERGE_MODES,
+        help="with --dataroot: time the 2D losses with the fused renderer in each of these modes (what it "
+        "reads and adds per interpolation cell); default: fused.MERGE_CELLS, or the sweep's choice",
     )  # fmt: skip
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args()

@@ -29,8 +29,9 @@ while a trained one stops rays at their first surface and skips the free space, 
     python benchmarks/train.py --dataroot D --preset r50-256x704 --stages --set data.max_rays=9600
 
 A compiled preset (train.compile) compiles the 2D losses around the renderer too; --eager-losses leaves them
-eager, the row to compare with. --merge-cells off on times each row with the fused renderer reading and
-scattering per sample and per interpolation cell (`render.fused.MERGE_CELLS`), in one call.
+eager, the row to compare with. --merge-cells off density logits both times each row with the fused
+renderer in each of those modes (`render.fused.MERGE_CELLS`: what it reads and scatters per interpolation
+cell rather than per sample), in one call.
 """
 
 from __future__ import annotations
@@ -231,7 +232,7 @@ def sync_audit(step, batch: dict, raw, optimizer, ema, preset) -> collections.Co
     return sites
 
 
-def bench(preset_name: str, preset: Preset, batch_size: int, args, dist, merge_cells: bool) -> dict:
+def bench(preset_name: str, preset: Preset, batch_size: int, args, dist, merge_cells: str) -> dict:
     device = dist.device
     fused.MERGE_CELLS = merge_cells
     preset = preset.replace(train={"batch_size": batch_size})
@@ -403,9 +404,9 @@ def main() -> None:
         "--weights", metavar="RUN", help="start from this run's (or checkpoint's) weights: a trained field"
     )
     parser.add_argument(
-        "--merge-cells", nargs="+", choices=("off", "on"),
-        help="a row each with the fused renderer per sample (off) and per interpolation cell (on); "
-        "default: render.fused.MERGE_CELLS",
+        "--merge-cells", nargs="+", choices=fused.MERGE_MODES,
+        help="a row each with the fused renderer in these modes (what it reads and scatters per "
+        "interpolation cell); default: render.fused.MERGE_CELLS",
     )  # fmt: skip
     parser.add_argument("--json", help="write the rows to this file")
     args = parser.parse_args()
@@ -418,9 +419,9 @@ def main() -> None:
         parser.error("--stages times stages of one process; run it without torchrun")
     if args.merge_cells and dist.device.type != "cuda":
         parser.error("--merge-cells chooses between fused CUDA kernels; off CUDA the PyTorch renderer runs")
-    merges = [m == "on" for m in args.merge_cells] if args.merge_cells else [fused.MERGE_CELLS]
+    merges = args.merge_cells or [fused.MERGE_CELLS]
     rows = [
-        bench(f"{name}+cells" if merge and args.merge_cells else name, preset, b, args, dist, merge)
+        bench(f"{name}+merge-{merge}" if args.merge_cells else name, preset, b, args, dist, merge)
         for name, preset in presets.items() for b in args.batch_size for merge in merges
     ]  # fmt: skip
     if dist.is_main:

@@ -3,8 +3,8 @@ under both rendering conventions.
 
 Prints one line per case and exits non-zero on a mismatch. Arguments: the conventions to check (default both),
 "edges" for the hard scenes of `edge_cases` against a float64 reference, "--chunk=N" to walk the metric
-convention's rays N samples per step (default: fused.CHUNK), and "--merge" for the kernels that read and
-scatter per interpolation cell (fused.MERGE_CELLS).
+convention's rays N samples per step (default: fused.CHUNK), and "--merge=MODE" for what the kernels read
+and scatter per interpolation cell (fused.MERGE_CELLS: off, density, logits, both).
 """
 
 from __future__ import annotations
@@ -194,7 +194,8 @@ def main(conventions: list[str]) -> int:
     for arg in conventions:
         if arg.startswith("--chunk="):
             fused.CHUNK = int(arg.removeprefix("--chunk="))
-        fused.MERGE_CELLS |= arg == "--merge"
+        if arg.startswith("--merge="):
+            fused.MERGE_CELLS = arg.removeprefix("--merge=")
     conventions = [c for c in conventions if not c.startswith("--")] or ["metric", "reference"]
     failed = False
     if "edges" in conventions:

@@ -33,14 +33,16 @@ def test_fused_matches_reference_under_interpreter(convention, cases):
     assert proc.stdout.count(" ok") == cases, proc.stdout
 
 
-@pytest.mark.parametrize("merge", [False, True])
-@pytest.mark.parametrize("chunk", [None, 2])
+# the merge modes apart at 2 samples per step, where runs of lanes in one cell meet the most step boundaries
+@pytest.mark.parametrize(
+    "chunk, merge", [(None, "off"), (None, "both"), (2, "off"), (2, "density"), (2, "logits")]
+)
 def test_fused_edge_cases_under_interpreter(chunk, merge):
     """Scenes where a ray's steps of samples, interpolation cells, the skip threshold and the stop meet
     (render_fused_check.edge_cases), with the default samples per step and with 2 (many step boundaries),
-    reading and scattering per sample or per cell: outputs, gradients and kept samples against a float64
-    PyTorch reference under both conventions."""
-    args = [*([f"--chunk={chunk}"] if chunk else []), *(["--merge"] if merge else [])]
+    reading and scattering per sample or per cell (fused.MERGE_CELLS): outputs, gradients and kept samples
+    against a float64 PyTorch reference under both conventions."""
+    args = [*([f"--chunk={chunk}"] if chunk else []), f"--merge={merge}"]
     proc = _interpret("edges", *args, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.count(" ok") == 5, proc.stdout
@@ -62,7 +64,7 @@ def test_triton_on_cpu_without_interpreter_is_refused():
         )
 
 
-@pytest.mark.parametrize("reference, merge", [(False, False), (False, True), (True, False)])
+@pytest.mark.parametrize("reference, merge", [(False, False), (False, True), (True, False)])  # merge: both
 @pytest.mark.parametrize("kernel", ["render_fwd_kernel", "render_bwd_kernel"])
 def test_kernels_compile_for_hopper(kernel, reference, merge):
     """Both kernels through Triton's whole CUDA pipeline (TTIR, LLVM, PTX, ptxas) for sm_90, without a GPU:
@@ -77,13 +79,14 @@ def test_kernels_compile_for_hopper(kernel, reference, merge):
     fn = getattr(kernels, kernel)
     signature = {}
     for name in inspect.signature(fn.fn).parameters:
-        if name in ("S", "BLOCK_C", "REFERENCE", "MERGE"):
+        if name in ("S", "BLOCK_C", "REFERENCE", "MERGE_LOGITS", "MERGE_DENSITY"):
             signature[name] = "constexpr"
         elif name.endswith("_ptr"):
             signature[name] = "*i32" if name in ("num_samples_ptr", "count_ptr") else "*fp32"
         else:
             signature[name] = "i32" if name in ("R", "C", "NX", "NY", "NZ") else "fp32"
-    constexprs = {"S": 1 if reference else fused.CHUNK, "BLOCK_C": 32, "REFERENCE": reference, "MERGE": merge}
+    constexprs = {"S": 1 if reference else fused.CHUNK, "BLOCK_C": 32, "REFERENCE": reference}
+    constexprs |= {name: merge for name in ("MERGE_LOGITS", "MERGE_DENSITY") if name in signature}
     source = ASTSource(fn, signature, constexprs=constexprs)
     try:
         options = {"num_warps": fused.NUM_WARPS}

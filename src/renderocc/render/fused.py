@@ -23,9 +23,12 @@ except ImportError:  # CPU-only installs: the reference renderer is used
 # samples per step on an H200 (benchmarks/render.py --sweep).
 CHUNK = 32
 NUM_WARPS = 1
-# Read and scatter per interpolation cell rather than per sample (`kernels`' MERGE), metric convention only.
-# Off until timed on a GPU (benchmarks/render.py --sweep times both).
-MERGE_CELLS = False
+# What the fused kernels read and scatter per interpolation cell rather than per sample (`kernels`'
+# MERGE_LOGITS and MERGE_DENSITY), metric convention only: one of MERGE_MODES. Off: on a trained r50 field
+# "both" was 0.25 ms slower than "off" at the presets' semantic threshold (an H200, fifteenth session);
+# benchmarks/render.py --sweep and --merge-cells time each mode.
+MERGE_MODES = ("off", "density", "logits", "both")
+MERGE_CELLS = "off"
 
 
 def triton_available() -> bool:
@@ -65,16 +68,19 @@ class _FusedRender(torch.autograd.Function):
         sem = torch.empty(b, r, c, device=density.device, dtype=torch.float32)
         opacity, pairs, squares = torch.empty_like(depth), torch.empty_like(depth), torch.empty_like(depth)
         count = torch.empty(b, r, device=density.device, dtype=torch.int32)
+        if MERGE_CELLS not in MERGE_MODES:
+            raise ValueError(f"render.fused.MERGE_CELLS is {MERGE_CELLS!r}; valid: {', '.join(MERGE_MODES)}")
+        merge = "off" if reference else MERGE_CELLS
         # the backward replays the samples exactly as the forward took them
         launch = dict(
             S=1 if reference else CHUNK, BLOCK_C=triton.next_power_of_2(c), REFERENCE=reference,
-            MERGE=MERGE_CELLS and not reference, num_warps=NUM_WARPS,
+            MERGE_LOGITS=merge in ("logits", "both"), num_warps=NUM_WARPS,
         )  # fmt: skip
         render_fwd_kernel[(r, b)](
             density, semantics, rays_o, rays_d, t_near, num_samples, t_table,
             depth, sem, opacity, pairs, squares, count, r, c, *geometry, **launch,
         )  # fmt: skip
-        ctx.geometry, ctx.launch = geometry, launch
+        ctx.geometry, ctx.launch = geometry, launch | dict(MERGE_DENSITY=merge in ("density", "both"))
         ctx.mark_non_differentiable(count)
         ctx.save_for_backward(
             density,

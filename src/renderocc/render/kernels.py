@@ -19,13 +19,17 @@ P and the sum of squares Q, sum_i w_i dP/dw_i = 2 P since P is quadratic in w, a
 reach the grids by atomic adds at the eight interpolation corners: the density's one lane per sample, the
 logits' one row per kept sample.
 
-MERGE (a constexpr, metric convention only) reads and scatters per interpolation cell instead of per
-sample: at half a voxel per step a level ray takes about 1.7 samples in each cell it crosses, all with
-the same eight corners. A step's samples whose logits count are taken a cell at a time: its eight rows
-are read once, with the samples' summed corner weights (in the backward, each sample's logits .
-dL/dsemantics from the rows' dots and its own corner weights), and added to once. The density's corner
-adds are summed over each run of lanes in one cell (a segmented scan) and issued by the run's last lane.
-The same sums, in another order, in about as many registers (on sm_90: 64 / 96, per sample 62 / 91).
+MERGE_LOGITS and MERGE_DENSITY (constexprs, metric convention only) read and scatter per interpolation cell
+instead of per sample: at half a voxel per step a level ray takes about 1.7 samples in each cell it crosses,
+all with the same eight corners. Under MERGE_LOGITS a step's samples whose logits count are taken a cell at
+a time: its eight rows are read once, with the samples' summed corner weights (in the backward, each
+sample's logits . dL/dsemantics from the rows' dots and its own corner weights), and added to once. Under
+MERGE_DENSITY the backward's density corner adds are summed over each run of lanes in one cell (a segmented
+scan) and issued by the run's last lane. The same sums, in another order, in about as many registers (on
+sm_90, forward / backward: per sample 62 / 91; density 62 / 92; logits 64 / 95; both 64 / 96). The two are
+apart because together they cost more than per sample on a trained network's field at a semantic threshold
+of 1e-4 and less at 1e-3: the logits' merge costs lane reductions per cell it reads, the density's a scan
+per corner per step, so which one pays is measured (benchmarks/render.py --merge-cells).
 
 Both rendering conventions (`render.conventions`) run through the same kernels; REFERENCE (a constexpr)
 selects where the samples lie (`_metric_position` or `_reference_position`), how the grids are read
@@ -391,7 +395,7 @@ def render_fwd_kernel(
     depth_ptr, sem_out_ptr, opacity_ptr, pairs_ptr, squares_ptr, count_ptr,
     R, C, NX, NY, NZ, orx, ory, orz, scx, scy, scz, step, interval, shift, thr, stop, sem_thr,
     background, merge, depth_scale,
-    S: tl.constexpr, BLOCK_C: tl.constexpr, REFERENCE: tl.constexpr, MERGE: tl.constexpr,
+    S: tl.constexpr, BLOCK_C: tl.constexpr, REFERENCE: tl.constexpr, MERGE_LOGITS: tl.constexpr,
 ):  # fmt: skip
     """Forward: per ray, sum w x, sum w logits [C], sum w, sum_ij w_i w_j |x_i - x_j|, sum w^2 and the number
     of kept samples."""
@@ -431,7 +435,7 @@ def render_fwd_kernel(
         trans = trans * tl.exp(-tl.sum(tau))
         # the logits of the kept samples that reach the semantic threshold
         todo = keep_w & (w >= sem_thr)
-        if MERGE:
+        if MERGE_LOGITS:
             sem_acc += _semantics_per_cell(
                 todo, lanes, w, base, sx, sy, sz, fx, fy, fz, semantics_b, C, chans, chan_ok, S
             )
@@ -459,7 +463,8 @@ def render_bwd_kernel(
     grad_density_ptr, grad_semantics_ptr,
     R, C, NX, NY, NZ, orx, ory, orz, scx, scy, scz, step, interval, shift, thr, stop, sem_thr,
     background, merge, depth_scale,
-    S: tl.constexpr, BLOCK_C: tl.constexpr, REFERENCE: tl.constexpr, MERGE: tl.constexpr,
+    S: tl.constexpr, BLOCK_C: tl.constexpr, REFERENCE: tl.constexpr, MERGE_LOGITS: tl.constexpr,
+    MERGE_DENSITY: tl.constexpr,
 ):  # fmt: skip
     """Backward: replay the steps in order and scatter dL/d(density, semantics) into the grids."""
     chans = tl.arange(0, BLOCK_C)
@@ -507,7 +512,7 @@ def render_bwd_kernel(
         # per sample whose logits count: logits . dL/dsemantics, and dL/dlogits = w dL/dsemantics at the
         # sample's corners
         todo = keep_w & (w >= sem_thr)
-        if MERGE:
+        if MERGE_LOGITS:
             sem_dot = _semantics_per_cell_bwd(
                 todo, lanes, w, base, sx, sy, sz, fx, fy, fz, semantics_b, grad_semantics_b, C, chans,
                 chan_ok, g_sem, S,
@@ -535,7 +540,7 @@ def render_bwd_kernel(
         g_tau = tl.where(keep_w, g_w * trans_k * tl.exp(-tau), 0.0) - (total - gw_before - tl.cumsum(gw, 0))
         # tau = softplus(density + shift) * interval and softplus' = sigmoid
         g_dens = tl.where(keep_a, g_tau * interval / (1.0 + tl.exp(-(dens + shift))), 0.0)
-        if MERGE:
+        if MERGE_DENSITY:
             _density_grad_per_cell(
                 grad_density_b, g_dens, k + lanes, lanes, base, sx, sy, sz, fx, fy, fz, t_near, ox, oy, oz,
                 dx, dy, dz, step, orx, ory, orz, scx, scy, scz, NX, NY, NZ, S,
