@@ -23,7 +23,6 @@ import torch
 import torch.nn.functional as F
 
 from renderocc.checkpoint import load_model
-from renderocc.core.classes import OCC3D_CLASSES
 from renderocc.eval.calibrate import DEFAULT_THRESHOLDS, calibrate
 from renderocc.eval.evaluate import evaluate_model
 from renderocc.train_utils.data import eval_loader, open_index
@@ -82,14 +81,14 @@ def main() -> None:
         rows[name] = (agreement["layer_thresholds"], metrics)
     print(f"{args.checkpoint}: per-layer read-outs from {args.calib_frames} training frames' 2D labels")
     for name, (thresholds, m) in rows.items():
-        ious = torch.tensor(m["per_class_iou"] if isinstance(m["per_class_iou"], list) else
-                            list(m["per_class_iou"].values()))  # fmt: skip
-        objects = float(ious[:11][~ious[:11].isnan()].mean())
+        objects = torch.tensor(list(m["per_class_iou"].values())[:11]).nanmean()
         print(
-            f"{name:7s} mIoU {m['miou']:.2f}  RayIoU {m['rayiou']:.2f}  objects {objects:.2f}  thresholds "
-            + " ".join(f"{t:g}" for t in thresholds)
+            f"{name:7s} mIoU {m['miou']:.2f}  RayIoU {m['rayiou']:.2f}  objects {float(objects):.2f}  "
+            "thresholds " + " ".join(f"{t:g}" for t in thresholds)
         )
-        print("        " + "  ".join(f"{OCC3D_CLASSES[c]} {float(v):.1f}" for c, v in enumerate(ious)))
+    print(f"{'IoU %':22s}" + "".join(f"{name:>9s}" for name in rows))
+    for cls in rows["centre"][1]["per_class_iou"]:
+        print(f"{cls:22s}" + "".join(f"{m['per_class_iou'][cls]:9.1f}" for _, m in rows.values()))
 
 
 if __name__ == "__main__":
