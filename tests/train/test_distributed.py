@@ -53,6 +53,9 @@ model(torch.randn(8, 3, generator=torch.Generator().manual_seed(dist.rank))).sum
 before = [b.clone() for b in raw.buffers()]
 distributed.broadcast_buffers(raw)
 torch.save({"before": before, "after": list(raw.buffers())}, f"{sys.argv[1]}-{dist.rank}.pt")
+# as train() does: the DDP wrapper (its reducer holds the process group and gradient buckets) goes before
+# the interpreter's teardown; freed during it, gloo's threads can take the GIL there and abort the process
+del model
 distributed.cleanup()
 """
 
