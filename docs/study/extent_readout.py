@@ -10,7 +10,8 @@ exact, since the field is trilinear between voxel centres, so its maximum over t
 points at centre, face, edge and corner), keeps the class of the centre, and chooses its own per-layer
 thresholds from the 2D labels of training frames, as `renderocc calibrate` does. Both read-outs are scored
 on the same held-out frames; run it on a 2d and a 3d checkpoint of the same steps (item 4 compares like for
-like).
+like). On grids fitted freely to 2D labels it lost to the centre read-out, also at the best threshold the 3D
+labels could choose (`free_grid_readout.py`; BENCHMARKS.md, sixteenth session).
 
     python docs/study/extent_readout.py --checkpoint RUN --dataroot D [--frames 150] [--calib-frames 64]
 """
