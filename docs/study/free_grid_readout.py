@@ -34,12 +34,17 @@ from renderocc.render.losses import class_weights_from_counts
 from renderocc.train import rendered_losses
 from renderocc.train_utils.data import open_index
 
-OBJECTS = slice(1, 11)  # barrier .. truck
+OBJECTS = slice(1, 11)  # barrier .. truck ("others", class 0, left out; the other studies' 0-10 keep it)
+
+
+def class_iou(confusion: torch.Tensor) -> torch.Tensor:
+    """IoU % [17] of the semantic classes from a [18, 18] confusion."""
+    return iou_per_class(confusion.double())[:NUM_SEMANTIC] * 100
 
 
 def scores(confusion: torch.Tensor, present: torch.Tensor) -> tuple[float, float]:
-    """mIoU and the objects' mean IoU (%) over the classes `present` [17] of a [18, 18] confusion."""
-    iou = iou_per_class(confusion.double())[:NUM_SEMANTIC] * 100
+    """mIoU and the OBJECTS' mean IoU (%) over the classes `present` [17] of a [18, 18] confusion."""
+    iou = class_iou(confusion)
     return float(iou[present].mean()), float(iou[OBJECTS][present[OBJECTS]].mean())
 
 
@@ -108,12 +113,14 @@ def main() -> None:
             chosen = calibrate(GridModel(field), [rays], preset, device, thresholds, progress=False)
             labels = occupancy_readout(field, semantics, chosen["layer_thresholds"])[0].long()
             confusion[name] = confusion[name] + confusion_matrix(labels, gt, mask).cpu()
-            each = [occupancy_readout(field, semantics, float(t))[0].long() for t in thresholds]
-            swept[name] = swept[name] + torch.stack([confusion_matrix(x, gt, mask).cpu() for x in each])
+            swept[name] = swept[name] + torch.stack([  # one read-out grid alive at a time
+                confusion_matrix(occupancy_readout(field, semantics, float(t))[0].long(), gt, mask).cpu()
+                for t in thresholds
+            ])  # fmt: skip
             line.append(f"{name} thresholds {' '.join(f'{t:g}' for t in chosen['layer_thresholds'])}")
         print("; ".join(line), flush=True)
 
-    ious = {name: iou_per_class(c.double())[:NUM_SEMANTIC] * 100 for name, c in confusion.items()}
+    ious = {name: class_iou(c) for name, c in confusion.items()}
     present = confusion["centre"][:NUM_SEMANTIC].sum(1) > 0  # classes in the labels
     print(f"{len(picks)} samples of {args.data}, {args.steps} steps of {args.rays} rays ({args.preset})")
     for name in confusion:
@@ -122,8 +129,8 @@ def main() -> None:
         best = max(range(len(thresholds)), key=lambda t: by_threshold[t][0])
         oracle_miou, oracle_objects = by_threshold[best]
         print(
-            f"{name:7s} mIoU {miou:5.1f}  objects {objects:5.1f}   best single threshold by the 3D labels "
-            f"{float(thresholds[best]):g}: mIoU {oracle_miou:5.1f}  objects {oracle_objects:5.1f}"
+            f"{name:7s} mIoU {miou:5.1f}  objects 1-10 {objects:5.1f}   best single threshold by the 3D "
+            f"labels {float(thresholds[best]):g}: mIoU {oracle_miou:5.1f}  objects 1-10 {oracle_objects:5.1f}"
         )
     print(f"{'IoU %':22s} {'centre':>7s} {'extent':>7s}")
     for k in range(NUM_SEMANTIC):
