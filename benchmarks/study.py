@@ -123,6 +123,9 @@ SETTINGS: dict[str, tuple[str, dict]] = {
     # the line-of-sight term 3x: does a stronger pull empty the haze far from the surfaces that the per-layer
     # read-out leaves (docs/study/object_probe.py), or does it thin the surfaces too?
     "los-3": ("2d", {"loss": {"line_of_sight": 3.0}}),
+    # the rendering losses through each voxel's minimum over its extent (issue 19: the rim voxels that Occ3D
+    # calls occupied and the rays cross; render.extent, docs/study/free_grid_readout.py)
+    "erode": ("2d", {"render": {"erode": True}}),
     # the all-voxel prior 10x stronger
     "free-space-1": ("2d", {"loss": {"free_space": 1.0}, "data": REFERENCE_SAMPLING}),
     "footprint-1": ("2d", {"loss": {"ground_footprint": 1}}),

@@ -5,9 +5,8 @@ read-out at voxel centres recovers 67 mIoU of those labels (objects 52, pedestri
 `docs/study/centre_readout_ceiling.py`). A density learned from 2D labels is pulled toward the geometry (the
 labelled rays cross the free part of those rim voxels: `docs/study/label_coverage.py`, "crossed"), so its
 centre read-out may come out thin where a 3D-supervised model learns the labels' rule itself. This read-out
-takes, per voxel, the maximum of the trilinear density field over the voxel's extent (`extent_density`:
-exact, since the field is trilinear between voxel centres, so its maximum over the voxel lies on the 27
-points at centre, face, edge and corner), keeps the class of the centre, and chooses its own per-layer
+takes, per voxel, the maximum of the trilinear density field over the voxel's extent (exact:
+`render.extent.extent_max`), keeps the class of the centre, and chooses its own per-layer
 thresholds from the 2D labels of training frames, as `renderocc calibrate` does. Both read-outs are scored
 on the same held-out frames; run it on a 2d and a 3d checkpoint of the same steps (item 4 compares like for
 like). On grids fitted freely to 2D labels it lost to the centre read-out, also at the best threshold the 3D
@@ -21,28 +20,16 @@ from __future__ import annotations
 import argparse
 
 import torch
-import torch.nn.functional as F
 
 from renderocc.checkpoint import load_model
 from renderocc.eval.calibrate import DEFAULT_THRESHOLDS, calibrate
 from renderocc.eval.evaluate import evaluate_model
+from renderocc.render.extent import extent_max
 from renderocc.train_utils.data import eval_loader, open_index
 
 
-def extent_density(density: torch.Tensor) -> torch.Tensor:
-    """The maximum of the trilinear field of density [B, X, Y, Z] (values at voxel centres, clamped at the
-    grid's border) over each voxel's extent -> [B, X, Y, Z]."""
-    shape = density.shape[1:]
-    # values at the half-voxel lattice: index 2i is voxel i's centre, 2i + 1 the midpoint to voxel i + 1
-    fine = F.interpolate(
-        density[:, None], size=[2 * n - 1 for n in shape], mode="trilinear", align_corners=True
-    )
-    # each voxel's 27 points: 2i - 1, 2i, 2i + 1 on every axis (at the border, the points inside)
-    return F.max_pool3d(fine, 3, stride=2, padding=1)[:, 0]
-
-
 class ExtentReadout(torch.nn.Module):
-    """A model whose density output is `extent_density` of the wrapped model's."""
+    """A model whose density output is `extent_max` of the wrapped model's."""
 
     def __init__(self, model: torch.nn.Module) -> None:
         super().__init__()
@@ -51,7 +38,7 @@ class ExtentReadout(torch.nn.Module):
 
     def forward(self, *args, **kwargs) -> dict:
         out = dict(self.model(*args, **kwargs))
-        out["density"] = extent_density(out["density"].float())
+        out["density"] = extent_max(out["density"].float())
         return out
 
 

@@ -134,11 +134,18 @@ def training_losses(
 
 
 def rendered_losses(
-    density: torch.Tensor, semantics: torch.Tensor, batch: dict, preset: Preset, class_weights: torch.Tensor
+    density: torch.Tensor,
+    semantics: torch.Tensor,
+    batch: dict,
+    preset: Preset,
+    class_weights: torch.Tensor,
+    rendered_density: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """Weighted 2D losses: the batch's rays rendered through density [B, X, Y, Z] and semantics
-    [B, X, Y, Z, K], the free-space priors and the voxels that hold the rays' LiDAR points."""
+    [B, X, Y, Z, K], the free-space priors and the voxels that hold the rays' LiDAR points. rendered_density
+    [B, X, Y, Z]: render through this field instead (the priors and voxel terms keep density)."""
     from renderocc.render import volume_render
+    from renderocc.render.extent import extent_min
     from renderocc.render.losses import (
         first_rays,
         free_space_prior,
@@ -151,8 +158,10 @@ def rendered_losses(
     r, cfg, grid = preset.render, preset.loss, preset.grid
     # rendered: the first render.rendered_rays of the rays, less those the rendering losses do not score
     scored = rendered_rays(first_rays(batch, r.rendered_rays), grid, cfg, r.convention)
+    if rendered_density is None:
+        rendered_density = extent_min(density) if r.erode else density
     rendered = volume_render(
-        density,
+        rendered_density,
         semantics,
         scored["rays_o"],
         scored["rays_d"],
@@ -389,7 +398,7 @@ def restore(
 
 def train(preset: Preset, opts: TrainOptions) -> Path:
     """Train `preset` on a prepared dataset; returns the final checkpoint directory."""
-    from renderocc.render.conventions import resolve
+    from renderocc.render.conventions import METRIC, resolve
     from renderocc.render.losses import check_rendered_rays
 
     if opts.supervision not in SUPERVISION:
@@ -399,6 +408,11 @@ def train(preset: Preset, opts: TrainOptions) -> Path:
     resolve(  # before any step
         r.convention, preset.grid, r.step_size, r.skip_threshold, r.stop_transmittance, r.semantic_threshold
     )
+    if r.erode and r.convention != METRIC:
+        raise ValueError(
+            f"render.erode=true is for the metric convention (render.convention={r.convention!r} "
+            "interpolates between other voxel centres): set render.erode=false or render.convention='metric'"
+        )
     dist = distributed.setup(opts.device)
     device = dist.device
     run_dir = Path(opts.out)

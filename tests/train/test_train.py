@@ -126,11 +126,12 @@ def test_rendered_rays_renders_the_first_rays_and_keeps_all_for_the_point_terms(
     [
         ({"stop_transmittance": 0.5}, ("depth", "semantic", "entropy", "distortion")),  # rays stop sooner
         ({"semantic_threshold": 0.05}, ("semantic",)),  # the light samples' logits left out
+        ({"erode": True}, ("depth", "semantic", "entropy", "distortion")),  # a thinner field rendered
     ],
 )
 def test_render_settings_reach_the_renderer(render, changed):
-    """render.stop_transmittance and render.semantic_threshold change the rendering terms they touch (the
-    first of them at least) and leave the others as they were."""
+    """render.stop_transmittance, render.semantic_threshold and render.erode change the rendering terms they
+    touch (the first of them at least) and leave the others as they were."""
     preset = tiny_preset()
     density, semantics, batch, weights = random_field_and_rays(preset, seed=3)
     torch.manual_seed(0)  # the line-of-sight points are drawn afresh on every call
@@ -143,12 +144,27 @@ def test_render_settings_reach_the_renderer(render, changed):
         torch.testing.assert_close(other[name], default[name])
 
 
+def test_rendered_density_replaces_the_rendered_field_only():
+    preset = tiny_preset()
+    density, semantics, batch, weights = random_field_and_rays(preset, seed=4)
+    losses = {}
+    for name, rendered in (("default", None), ("same", density), ("other", density.detach() * 0.5)):
+        torch.manual_seed(0)  # the line-of-sight points are drawn afresh on every call
+        losses[name] = rendered_losses(density, semantics, batch, preset, weights, rendered_density=rendered)
+    for name, value in losses["default"].items():
+        torch.testing.assert_close(losses["same"][name], value)
+        if name in POINT_TERMS:
+            torch.testing.assert_close(losses["other"][name], value)
+    assert losses["other"]["depth"] != losses["default"]["depth"]
+
+
 def test_bad_render_settings_are_refused_before_training(prepared, tmp_path):
     for render, message in (
         ({"stop_transmittance": 1.0}, "render.stop_transmittance=1.0"),
         ({"convention": "reference", "stop_transmittance": 1e-3}, "metric convention"),
         ({"semantic_threshold": -1e-4}, "render.semantic_threshold=-0.0001"),
         ({"rendered_rays": 0}, "render.rendered_rays=0"),
+        ({"convention": "reference", "erode": True}, "render.erode=true"),
     ):
         with pytest.raises(ValueError, match=message):
             train(tiny_preset().replace(render=render), options(prepared, tmp_path / "run"))

@@ -24,11 +24,13 @@ except ImportError:  # CPU-only installs: the reference renderer is used
 CHUNK = 32
 NUM_WARPS = 1
 # What the fused kernels read and scatter per interpolation cell rather than per sample (`kernels`'
-# MERGE_LOGITS and MERGE_DENSITY), metric convention only: one of MERGE_MODES. Off: on a trained r50 field
-# "both" was 0.25 ms slower than "off" at the presets' semantic threshold (an H200, fifteenth session);
-# benchmarks/render.py --sweep and --merge-cells time each mode.
+# MERGE_LOGITS and MERGE_DENSITY), metric convention only: one of MERGE_MODES. "density": on a trained r50
+# field (an H200, seventeenth session) it took the 2D losses of a real batch from 4.20 to 4.09 ms GPU-busy
+# at the presets' semantic threshold and from 3.32 to 3.03 ms at 1e-3, and never lost on the synthetic
+# fields; merging the logits too cost 0.1-0.2 ms. benchmarks/render.py --sweep and --merge-cells time each
+# mode.
 MERGE_MODES = ("off", "density", "logits", "both")
-MERGE_CELLS = "off"
+MERGE_CELLS = "density"
 
 
 def triton_available() -> bool:
