@@ -76,8 +76,9 @@ def fit(item: dict, preset, class_weights, steps: int, rays: int, lr: float, dev
     semantics = torch.zeros((1, *shape, NUM_SEMANTIC), device=device, requires_grad=True)
     optimizer = torch.optim.Adam([density, semantics], lr=lr)
     count = labelled["ray_valid"].shape[0]
-    votes = ray_votes({k: v[None] for k, v in labelled.items()}, preset.grid).view(1, *shape)
-    held = votes == OCCUPIED_VOTE
+    if hold:  # every labelled ray of the sample votes, as in `renderocc calibrate`
+        votes = ray_votes({k: v[None] for k, v in labelled.items()}, preset.grid)
+        held = votes.view(1, *shape) == OCCUPIED_VOTE
     for _ in tqdm(range(steps), desc="fit", unit="step", leave=False):
         pick = torch.randint(0, count, (rays,), device=device)
         batch = {k: v[pick][None] for k, v in labelled.items()}
