@@ -76,19 +76,19 @@ def fit(item: dict, preset, class_weights, steps: int, rays: int, lr: float, dev
     semantics = torch.zeros((1, *shape, NUM_SEMANTIC), device=device, requires_grad=True)
     optimizer = torch.optim.Adam([density, semantics], lr=lr)
     count = labelled["ray_valid"].shape[0]
-    if hold:  # every labelled ray of the sample votes, as in `renderocc calibrate`
-        votes = ray_votes({k: v[None] for k, v in labelled.items()}, preset.grid)
-        held = votes.view(1, *shape) == OCCUPIED_VOTE
+    every_ray = {k: v[None] for k, v in labelled.items()}
+    # every labelled ray of the sample votes, as in `renderocc calibrate`
+    held = ray_votes(every_ray, preset.grid).view(1, *shape) == OCCUPIED_VOTE if hold else None
     for _ in tqdm(range(steps), desc="fit", unit="step", leave=False):
         pick = torch.randint(0, count, (rays,), device=device)
         batch = {k: v[pick][None] for k, v in labelled.items()}
-        rendered = torch.where(held, density.detach(), density) if hold else None
+        rendered = None if held is None else torch.where(held, density.detach(), density)
         terms = rendered_losses(density, semantics, batch, preset, class_weights, rendered_density=rendered)
         loss = sum(terms.values())
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    return density.detach(), semantics.detach(), {k: v[None] for k, v in labelled.items()}
+    return density.detach(), semantics.detach(), every_ray
 
 
 def main() -> None:
