@@ -24,6 +24,11 @@ while a trained one stops rays at their first surface and skips the free space, 
 
     python benchmarks/train.py --dataroot D --preset RUN/preset.json --batch-size 2 --stages --weights RUN
 
+--profile N lists the N costliest GPU kernels of a step; with --stages also those of the 2D losses alone,
+which the step's list mixes with the network's:
+
+    python benchmarks/train.py --dataroot D --preset RUN/preset.json --stages --weights RUN --profile 40
+
 --set SECTION.FIELD=VALUE changes every preset of the call, e.g. the ray budget (issue 18, item 3):
 
     python benchmarks/train.py --dataroot D --preset r50-256x704 --stages --set data.max_rays=9600
@@ -47,6 +52,7 @@ import statistics
 import time
 import traceback
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -83,10 +89,8 @@ def median_ms(fn, device: torch.device, repeats: int, warmup: int = 2) -> float:
     return statistics.median(times)
 
 
-def stage_split(
-    raw, batch: dict, preset, losses_2d, optimizer, ema, amp: bool, repeats: int
-) -> dict[str, float]:
-    """Median ms of each stage of a training step, forward + backward, each on its own detached inputs.
+def stage_fns(raw, batch: dict, preset, losses_2d, optimizer, ema, amp: bool) -> dict[str, Callable]:
+    """Each stage of a training step as a call, forward + backward, each on its own detached inputs.
 
     Backward gradients of a stage's outputs are random (the work of backward does not depend on them). The
     stages' sum comes close to the whole step; the rest is what a whole graph overlaps or adds.
@@ -131,14 +135,13 @@ def stage_split(
         optimizer.step()
         ema.update(raw)
 
-    stages = {
+    return {
         "backbone+neck": backbone,
         "view transform": view_transform,
         "3D encoder+heads": encoder,
         "rendering+2D losses": rendering,
         "optimiser+EMA": optimiser,
     }
-    return {name: median_ms(fn, device, repeats) for name, fn in stages.items()}
 
 
 def one_step(step_fn, batch: dict, raw, optimizer, ema, preset) -> torch.Tensor:
@@ -188,17 +191,15 @@ def time_steps(
     return times
 
 
-def profile_kernels(step, batches, raw, optimizer, ema, preset, rows: int) -> str:
-    """The GPU kernels of ROUND training steps, most GPU time first (a table; graphs off so each kernel
-    shows by name: their GPU time is the same replayed)."""
+def kernel_table(fn: Callable[[], object], device: torch.device, rows: int) -> str:
+    """The GPU kernels of ROUND calls of fn, most GPU time first (a table; fn ungraphed, so that each
+    kernel shows by name: replayed in a CUDA graph its GPU time is the same)."""
     from torch.profiler import ProfilerActivity, profile
 
-    device = next(raw.parameters()).device
-    queued = [batch_to(next(batches), device) for _ in range(ROUND)]
     sync(device)
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-        for batch in queued:
-            one_step(step, batch, raw, optimizer, ema, preset)
+        for _ in range(ROUND):
+            fn()
         sync(device)
     averages = prof.key_averages()
     for key in ("self_device_time_total", "self_cuda_time_total"):  # renamed in newer torch
@@ -296,12 +297,20 @@ def bench(preset_name: str, preset: Preset, batch_size: int, args, dist, merge_c
     if args.sync_audit and device.type == "cuda":
         syncs = dict(sync_audit(step, batch_to(next(batches), device), raw, optimizer, ema, preset))
     if args.profile:
-        print(f"\n{preset_name} batch {batch_size}: GPU kernels of {ROUND} eager steps")
-        print(profile_kernels(step_of(graphs="off"), batches, raw, optimizer, ema, preset, args.profile))
+        ungraphed = step_of(graphs="off")
+        queued = iter([batch_to(next(batches), device) for _ in range(ROUND)])
+        print(f"\n{preset_name} batch {batch_size}: GPU kernels of {ROUND} steps, without CUDA graphs")
+        print(kernel_table(lambda: one_step(ungraphed, next(queued), raw, optimizer, ema, preset), device,
+                           args.profile))  # fmt: skip
     if args.stages:
-        stages = stage_split(raw, batch_to(next(batches), device), preset, losses_2d, optimizer, ema, amp,
-                             args.steps)  # fmt: skip
+        batch = batch_to(next(batches), device)
+        fns = stage_fns(raw, batch, preset, losses_2d, optimizer, ema, amp)
+        stages = {name: median_ms(fn, device, args.steps) for name, fn in fns.items()}
         stages["step without 2D losses"] = statistics.median(times["without"]["step_ms"])
+        if args.profile:  # the 2D losses' own kernels, which the step's table mixes with the model's
+            print(f"\n{preset_name} batch {batch_size}: GPU kernels of the 2D losses alone, {ROUND} calls")
+            alone = stage_fns(raw, batch, preset, losses_2d.fn, optimizer, ema, amp)
+            print(kernel_table(alone["rendering+2D losses"], device, args.profile))
     step = statistics.median(step_ms)
     peak = peak_bf16_tflops(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
     tflops = flops / step / 1e9  # per process
@@ -398,7 +407,11 @@ def main() -> None:
         "--sync-audit", action="store_true", help="list where a step makes the host wait for the GPU (CUDA)"
     )
     parser.add_argument(
-        "--profile", type=int, default=0, metavar="ROWS", help="print the top ROWS GPU kernels of a step"
+        "--profile",
+        type=int,
+        default=0,
+        metavar="ROWS",
+        help="print the top ROWS GPU kernels of a step (with --stages: also of the 2D losses alone)",
     )
     parser.add_argument(
         "--weights", metavar="RUN", help="start from this run's (or checkpoint's) weights: a trained field"

@@ -132,7 +132,9 @@ def edge_cases() -> bool:
     above the skip threshold, that rays reach inside the box; then a semantic threshold of 1e-2 (logits
     read for a few of the kept samples only). Reference: the Occ3D box at 3.2 m voxels
     (two layers: corners outside the grid above and below), rays that stop, reach the background shell
-    (pulled-in samples crowd into few cells), a padding ray and a masked one."""
+    (pulled-in samples crowd into few cells), a padding ray and a masked one; then level rays through a
+    nearly transparent field, which walk every candidate (the crowding test across steps), one of them
+    from outside the sphere."""
     ok = True
     # seed, classes, skip threshold, stop transmittance, semantic threshold, step, checkerboard scale, opaque
     # element's densities
@@ -187,6 +189,22 @@ def edge_cases() -> bool:
     upstream += [torch.randn(2, 4, generator=g), torch.randn(2, 4, generator=g)]
     ok &= edge_case("reference seed=30", density, semantics, rays_o, rays_d, grid, 1.6, upstream,
                     convention="reference", ray_mask=mask)  # fmt: skip
+    # nearly transparent (alpha about 2e-4 a sample), level rays at the sphere centre's height: no ray stops,
+    # so each walks every candidate into the background shell, where the crowding test keeps a few
+    g = torch.Generator().manual_seed(31)
+    density = 5.5 + torch.rand(2, *grid.shape, generator=g)
+    semantics = torch.randn(2, *grid.shape, 3, generator=g)
+    rays_o = torch.tensor([0.0, 0.0, 2.2]) + torch.randn(2, 3, 3, generator=g) * torch.tensor(
+        [12.0, 12.0, 0.0]
+    )
+    rays_o[1, 0] = torch.tensor([45.0, 3.0, 2.2])  # starts outside the sphere
+    rays_d = torch.nn.functional.normalize(
+        torch.randn(2, 3, 3, generator=g) * torch.tensor([1.0, 1.0, 0.0]), dim=-1
+    )
+    upstream = [torch.randn(2, 3, generator=g), torch.randn(2, 3, 3, generator=g)]
+    upstream += [torch.randn(2, 3, generator=g), torch.randn(2, 3, generator=g)]
+    ok &= edge_case("reference seed=31 transparent", density, semantics, rays_o, rays_d, grid, 1.6, upstream,
+                    convention="reference")  # fmt: skip
     return ok
 
 

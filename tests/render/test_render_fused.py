@@ -45,7 +45,7 @@ def test_fused_edge_cases_under_interpreter(chunk, merge):
     args = [*([f"--chunk={chunk}"] if chunk else []), f"--merge={merge}"]
     proc = _interpret("edges", *args, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert proc.stdout.count(" ok") == 5, proc.stdout
+    assert proc.stdout.count(" ok") == 6, proc.stdout
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only error")
@@ -85,7 +85,7 @@ def test_kernels_compile_for_hopper(kernel, reference, merge):
             signature[name] = "*i32" if name in ("num_samples_ptr", "count_ptr") else "*fp32"
         else:
             signature[name] = "i32" if name in ("R", "C", "NX", "NY", "NZ") else "fp32"
-    constexprs = {"S": 1 if reference else fused.CHUNK, "BLOCK_C": 32, "REFERENCE": reference}
+    constexprs = {"S": fused.CHUNK, "BLOCK_C": 32, "REFERENCE": reference}
     constexprs |= {name: merge for name in ("MERGE_LOGITS", "MERGE_DENSITY") if name in signature}
     source = ASTSource(fn, signature, constexprs=constexprs)
     try:

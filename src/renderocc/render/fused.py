@@ -18,9 +18,8 @@ try:
 except ImportError:  # CPU-only installs: the reference renderer is used
     triton = None
 
-# Samples per step of a ray's loop (one per lane) and warps per ray, for the metric convention; the
-# reference's runs one sample per step (see `kernels`). 32 on one warp was the fastest of 8, 16, 32 and 64
-# samples per step on an H200 (benchmarks/render.py --sweep).
+# Samples per step of a ray's loop (one per lane) and warps per ray, under both conventions. 32 on one warp
+# was the fastest of 8, 16, 32 and 64 samples per step on an H200 (benchmarks/render.py --sweep, metric).
 CHUNK = 32
 NUM_WARPS = 1
 # What the fused kernels read and scatter per interpolation cell rather than per sample (`kernels`'
@@ -75,7 +74,7 @@ class _FusedRender(torch.autograd.Function):
         merge = "off" if reference else MERGE_CELLS
         # the backward replays the samples exactly as the forward took them
         launch = dict(
-            S=1 if reference else CHUNK, BLOCK_C=triton.next_power_of_2(c), REFERENCE=reference,
+            S=CHUNK, BLOCK_C=triton.next_power_of_2(c), REFERENCE=reference,
             MERGE_LOGITS=merge in ("logits", "both"), num_warps=NUM_WARPS,
         )  # fmt: skip
         render_fwd_kernel[(r, b)](

@@ -32,14 +32,15 @@ of 1e-4 and less at 1e-3: the logits' merge costs lane reductions per cell it re
 per corner per step, so which one pays is measured (benchmarks/render.py --merge-cells).
 
 Both rendering conventions (`render.conventions`) run through the same kernels; REFERENCE (a constexpr)
-selects where the samples lie (`_metric_position` or `_reference_position`), how the grids are read
+selects where the samples lie (`_metric_position` or `_reference_positions`), how the grids are read
 (clamp-to-edge or zero outside, `_corner_frame`) and the depth coordinate x (metres, or R t / (1 + t)).
 The reference's crowding test keeps a candidate by the distance travelled since the last kept one, a
-sequential rule, so it runs with S = 1. The rest takes launch arguments: `interval` (tau = softplus(density
-+ shift) * interval), `stop` (the transmittance a ray stops at). The kernels return the raw sums over the
-ray's kept samples: sum w x, sum w logits, sum w, the distortion's pair sum sum_ij w_i w_j |x_i - x_j|,
-sum w^2 and the kept count; `conventions.render_output` turns them into the convention's depth and
-distortion.
+sequential rule: a step walks its lanes' hops as scalars (`_reference_positions`), a few reductions
+against the memory wait per candidate of a walk of one candidate per step. The rest takes launch
+arguments: `interval` (tau = softplus(density + shift) * interval), `stop` (the transmittance a ray stops
+at). The kernels return the raw sums over the ray's kept samples: sum w x, sum w logits, sum w, the
+distortion's pair sum sum_ij w_i w_j |x_i - x_j|, sum w^2 and the kept count; `conventions.render_output`
+turns them into the convention's depth and distortion.
 """
 
 from __future__ import annotations
@@ -142,27 +143,46 @@ def _metric_position(k, t_near, ox, oy, oz, dx, dy, dz, step):
 
 
 @triton.jit
-def _reference_position(
-    k, ox, oy, oz, dx, dy, dz, px, py, pz, travelled, t_ptr, background, merge, depth_scale
-):
-    """Candidate sample k of the reference convention (origins in units of R around the sphere's centre):
-    its point q pulled into the background shell beyond the unit sphere, depth coordinate x = R t / (1 + t),
-    whether it is kept (inside the sphere, or the crowding test's running distance since the last kept
-    candidate, from the previous candidate p, passed `merge`), and that running distance."""
-    t = tl.load(t_ptr + k)
+def _pulled(k, n, ox, oy, oz, dx, dy, dz, t_ptr, background):
+    """Candidates k [S] of the reference convention (origins in units of R around the sphere's centre, 0 <=
+    k < n; others read t = 0): t, the point q pulled into the background shell beyond the unit sphere, and
+    whether it lies inside the sphere."""
+    t = tl.load(t_ptr + k, mask=(k >= 0) & (k < n), other=0.0)
     qx = ox + t * dx
     qy = oy + t * dy
     qz = oz + t * dz
     norm = tl.sqrt(qx * qx + qy * qy + qz * qz)
     inner = norm <= 1.0
     pull = tl.where(inner, 1.0, ((1.0 + background) - background / norm) / norm)
-    qx = qx * pull
-    qy = qy * pull
-    qz = qz * pull
-    hop = tl.sqrt((qx - px) * (qx - px) + (qy - py) * (qy - py) + (qz - pz) * (qz - pz))
-    travelled = travelled + tl.where(k > 0, hop, 0.0)
-    over = travelled > merge
-    travelled = tl.where(over, 0.0, travelled)
+    return t, qx * pull, qy * pull, qz * pull, inner
+
+
+@triton.jit
+def _reference_positions(k, n, lanes, ox, oy, oz, dx, dy, dz, travelled, t_ptr, background, merge,
+                         depth_scale, S: tl.constexpr):  # fmt: skip
+    """Candidates k [S] of the reference convention, one per lane, for a ray whose crowding test enters them
+    with `travelled` (the distance since the last kept candidate): their pulled points q, depth coordinate
+    x = R t / (1 + t), which are kept (inside the sphere, or where the running distance passes `merge`), and
+    the running distance after the last lane.
+
+    The test is a sum that restarts, sequential by nature, but cheap: the lanes' hops (from the candidate
+    before, recomputed) are taken in order as scalars, in the order and float arithmetic of a one-candidate
+    walk, so the same candidates are kept. Where every hop exceeds `merge` (inside the sphere, samples
+    2/391 R apart against 0.95 of a step) every candidate passes it and the sum ends at 0 without the walk."""
+    t, qx, qy, qz, inner = _pulled(k, n, ox, oy, oz, dx, dy, dz, t_ptr, background)
+    _, rx, ry, rz, _ = _pulled(k - 1, n, ox, oy, oz, dx, dy, dz, t_ptr, background)
+    hop = tl.where(k > 0, tl.sqrt((qx - rx) * (qx - rx) + (qy - ry) * (qy - ry) + (qz - rz) * (qz - rz)), 0.0)
+    over = hop > merge
+    if tl.sum(((k > 0) & (k < n) & ~over).to(tl.int32)) > 0:
+        passes = tl.zeros_like(lanes)
+        for i in range(S):
+            travelled = travelled + _pick(hop, lanes, i)
+            passed = travelled > merge
+            travelled = tl.where(passed, 0.0, travelled)
+            passes = tl.where(lanes == i, passed.to(tl.int32), passes)
+        over = passes != 0
+    else:
+        travelled = 0.0
     return qx, qy, qz, depth_scale * t / (1.0 + t), inner | over, travelled
 
 
@@ -180,21 +200,19 @@ def _ray(rays_o_ptr, rays_d_ptr, t_near_ptr, num_samples_ptr, R):
 
 
 @triton.jit
-def _chunk(k, n, trans_in, stop, t_near, ox, oy, oz, dx, dy, dz, step, px, py, pz, travelled, t_ptr,
-           background, merge, depth_scale, density_b, orx, ory, orz, scx, scy, scz, interval, shift, thr,
-           NX, NY, NZ, REFERENCE: tl.constexpr):  # fmt: skip
+def _chunk(k, lanes, n, trans_in, stop, t_near, ox, oy, oz, dx, dy, dz, step, travelled, t_ptr, background,
+           merge, depth_scale, density_b, orx, ory, orz, scx, scy, scz, interval, shift, thr, NX, NY, NZ,
+           S: tl.constexpr, REFERENCE: tl.constexpr):  # fmt: skip
     """Samples k [S] (one per lane) of a ray that enters them with transmittance trans_in: their
     interpolation corners, depth coordinate x, density, transmittance in front, optical thickness and weight
     (0 where not kept), which are opaque enough to count (keep_a) and which keep their weight (keep_w); and
-    the reference's crowding-test state after them (previous candidate p, distance since the last kept)."""
+    the reference's crowding-test state after them (the distance since the last kept candidate)."""
     valid = k < n
     if REFERENCE:
-        tl.static_assert(k.shape[0] == 1, "the reference's crowding test is sequential: S must be 1")
-        qx, qy, qz, x, kept, travelled = _reference_position(
-            k, ox, oy, oz, dx, dy, dz, px, py, pz, travelled, t_ptr, background, merge, depth_scale
+        qx, qy, qz, x, kept, travelled = _reference_positions(
+            k, n, lanes, ox, oy, oz, dx, dy, dz, travelled, t_ptr, background, merge, depth_scale, S
         )
         valid = valid & kept
-        px, py, pz = qx, qy, qz
     else:
         qx, qy, qz, x = _metric_position(k, t_near, ox, oy, oz, dx, dy, dz, step)
     base, sx, sy, sz, fx, fy, fz, inside = _corner_frame(
@@ -218,7 +236,7 @@ def _chunk(k, n, trans_in, stop, t_near, ox, oy, oz, dx, dy, dz, step, px, py, p
     w = tl.where(keep_a, trans * alpha, 0.0)
     keep_w = keep_a & (w >= thr)
     w = tl.where(keep_w, w, 0.0)
-    return base, sx, sy, sz, fx, fy, fz, inside, x, dens, trans, tau, w, keep_a, keep_w, px, py, pz, travelled
+    return base, sx, sy, sz, fx, fy, fz, inside, x, dens, trans, tau, w, keep_a, keep_w, travelled
 
 
 @triton.jit
@@ -414,17 +432,14 @@ def render_fwd_kernel(
     pair_sum = 0.0
     count = 0
     sem_acc = tl.zeros([BLOCK_C], tl.float32)
-    # the reference's crowding test: the previous candidate and the distance since the last kept one
-    zero = tl.zeros([S], tl.float32)
-    px, py, pz, travelled = ox + zero, oy + zero, oz + zero, zero
+    travelled = 0.0  # the reference's crowding test: the distance since the last kept candidate
     k = 0
     go = n > 0
     while go:
-        (base, sx, sy, sz, fx, fy, fz, inside, x, dens, trans_k, tau, w, keep_a, keep_w,
-         px, py, pz, travelled) = _chunk(
-            k + lanes, n, trans, stop, t_near, ox, oy, oz, dx, dy, dz, step, px, py, pz, travelled, t_ptr,
+        (base, sx, sy, sz, fx, fy, fz, inside, x, dens, trans_k, tau, w, keep_a, keep_w, travelled) = _chunk(
+            k + lanes, lanes, n, trans, stop, t_near, ox, oy, oz, dx, dy, dz, step, travelled, t_ptr,
             background, merge, depth_scale, density_b, orx, ory, orz, scx, scy, scz, interval, shift, thr,
-            NX, NY, NZ, REFERENCE,
+            NX, NY, NZ, S, REFERENCE,
         )  # fmt: skip
         wx = w * x
         pair_sum += tl.sum(w * (x * _exclusive(w, w_sum) - _exclusive(wx, wx_sum)))
@@ -498,16 +513,14 @@ def render_bwd_kernel(
     w_before = 0.0
     wx_before = 0.0
     gw_before = 0.0
-    zero = tl.zeros([S], tl.float32)
-    px, py, pz, travelled = ox + zero, oy + zero, oz + zero, zero
+    travelled = 0.0
     k = 0
     go = n > 0
     while go:
-        (base, sx, sy, sz, fx, fy, fz, inside, x, dens, trans_k, tau, w, keep_a, keep_w,
-         px, py, pz, travelled) = _chunk(
-            k + lanes, n, trans, stop, t_near, ox, oy, oz, dx, dy, dz, step, px, py, pz, travelled, t_ptr,
+        (base, sx, sy, sz, fx, fy, fz, inside, x, dens, trans_k, tau, w, keep_a, keep_w, travelled) = _chunk(
+            k + lanes, lanes, n, trans, stop, t_near, ox, oy, oz, dx, dy, dz, step, travelled, t_ptr,
             background, merge, depth_scale, density_b, orx, ory, orz, scx, scy, scz, interval, shift, thr,
-            NX, NY, NZ, REFERENCE,
+            NX, NY, NZ, S, REFERENCE,
         )  # fmt: skip
         # per sample whose logits count: logits . dL/dsemantics, and dL/dlogits = w dL/dsemantics at the
         # sample's corners
