@@ -405,7 +405,10 @@ def steps_png(out: Path, results: list[dict]) -> Path:
         if layered:
             ax.plot(*zip(*layered), "o--", color=colour, markerfacecolor="none", label=f"{run}, per layer")
     ax.set(xlabel="training step", ylabel="held-out mIoU (%)", xscale="log")
+    # ticks at the evaluated steps: a log axis over about a decade labels its minor ticks on top of each other
+    ax.xaxis.set_major_locator(matplotlib.ticker.FixedLocator(sorted({r["steps"] for r in results})))
     ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_title("filled: held-out scenes; thin: periodic validation; hollow: read out per height layer")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize="small")

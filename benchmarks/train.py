@@ -36,7 +36,8 @@ which the step's list mixes with the network's:
 A compiled preset (train.compile) compiles the 2D losses around the renderer too; --eager-losses leaves them
 eager, the row to compare with. --merge-cells off density logits both times each row with the fused
 renderer in each of those modes (`render.fused.MERGE_CELLS`: what it reads and scatters per interpolation
-cell rather than per sample), in one call.
+cell rather than per sample), in one call; --backward-registers 0 64 likewise with the backward kernel's
+register cap (`render.fused.BACKWARD_MAXNREG`, 0: none).
 """
 
 from __future__ import annotations
@@ -233,9 +234,11 @@ def sync_audit(step, batch: dict, raw, optimizer, ema, preset) -> collections.Co
     return sites
 
 
-def bench(preset_name: str, preset: Preset, batch_size: int, args, dist, merge_cells: str) -> dict:
+def bench(
+    preset_name: str, preset: Preset, batch_size: int, args, dist, merge_cells: str, maxnreg: int | None
+) -> dict:
     device = dist.device
-    fused.MERGE_CELLS = merge_cells
+    fused.MERGE_CELLS, fused.BACKWARD_MAXNREG = merge_cells, maxnreg
     preset = preset.replace(train={"batch_size": batch_size})
     index = open_index(args.dataroot, args.version)
     # a trained field: the run's weights, refused (naming the keys) when they do not fit the preset's network
@@ -325,6 +328,7 @@ def bench(preset_name: str, preset: Preset, batch_size: int, args, dist, merge_c
         "grad_mb": grad_mb,
         "preset": preset_name,
         "merge_cells": merge_cells,
+        "backward_maxnreg": maxnreg,
         "weights": args.weights or "initialisation",
         "compiled": "stages and losses" if compile_losses else "stages" if compiled else "no",
         "batch": batch_size,
@@ -421,6 +425,11 @@ def main() -> None:
         help="a row each with the fused renderer in these modes (what it reads and scatters per "
         "interpolation cell); default: render.fused.MERGE_CELLS",
     )  # fmt: skip
+    parser.add_argument(
+        "--backward-registers", nargs="+", type=int, metavar="N",
+        help="a row each with the fused backward kernel capped at N registers a thread (0: no cap); "
+        "default: render.fused.BACKWARD_MAXNREG",
+    )  # fmt: skip
     parser.add_argument("--json", help="write the rows to this file")
     args = parser.parse_args()
     try:  # a bad preset or --set fails here, not after the first preset's rows
@@ -430,12 +439,22 @@ def main() -> None:
     dist = distributed.setup(args.device)
     if args.stages and dist.enabled:
         parser.error("--stages times stages of one process; run it without torchrun")
-    if args.merge_cells and dist.device.type != "cuda":
-        parser.error("--merge-cells chooses between fused CUDA kernels; off CUDA the PyTorch renderer runs")
+    for flag in ("merge_cells", "backward_registers"):
+        if getattr(args, flag) and dist.device.type != "cuda":
+            option = "--" + flag.replace("_", "-")
+            parser.error(f"{option} chooses between fused CUDA kernels; off CUDA the PyTorch renderer runs")
+    if any(n < 0 for n in args.backward_registers or ()):
+        parser.error("--backward-registers: a register count, or 0 for no cap")
     merges = args.merge_cells or [fused.MERGE_CELLS]
+    caps = [n or None for n in args.backward_registers or ()] or [fused.BACKWARD_MAXNREG]
+
+    def label(name: str, merge: str, cap: int | None) -> str:
+        return (name + (f"+merge-{merge}" if args.merge_cells else "")
+                + (f"+regs-{cap or 'any'}" if args.backward_registers else ""))  # fmt: skip
+
     rows = [
-        bench(f"{name}+merge-{merge}" if args.merge_cells else name, preset, b, args, dist, merge)
-        for name, preset in presets.items() for b in args.batch_size for merge in merges
+        bench(label(name, merge, cap), preset, b, args, dist, merge, cap)
+        for name, preset in presets.items() for b in args.batch_size for merge in merges for cap in caps
     ]  # fmt: skip
     if dist.is_main:
         name = torch.cuda.get_device_name(dist.device) if dist.device.type == "cuda" else "CPU"

@@ -34,15 +34,18 @@ def test_fused_matches_reference_under_interpreter(convention, cases):
 
 
 # the merge modes apart at 2 samples per step, where runs of lanes in one cell meet the most step boundaries
+# (one run also launches the backward with a register cap, which the interpreter takes and ignores)
 @pytest.mark.parametrize(
-    "chunk, merge", [(None, "off"), (None, "both"), (2, "off"), (2, "density"), (2, "logits")]
+    "chunk, merge, maxnreg",
+    [(None, "off", None), (None, "both", None), (2, "off", None), (2, "density", 64), (2, "logits", None)],
 )
-def test_fused_edge_cases_under_interpreter(chunk, merge):
+def test_fused_edge_cases_under_interpreter(chunk, merge, maxnreg):
     """Scenes where a ray's steps of samples, interpolation cells, the skip threshold and the stop meet
     (render_fused_check.edge_cases), with the default samples per step and with 2 (many step boundaries),
     reading and scattering per sample or per cell (fused.MERGE_CELLS): outputs, gradients and kept samples
     against a float64 PyTorch reference under both conventions."""
     args = [*([f"--chunk={chunk}"] if chunk else []), f"--merge={merge}"]
+    args += [f"--maxnreg={maxnreg}"] if maxnreg else []
     proc = _interpret("edges", *args, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.count(" ok") == 6, proc.stdout
@@ -64,11 +67,14 @@ def test_triton_on_cpu_without_interpreter_is_refused():
         )
 
 
-@pytest.mark.parametrize("reference, merge", [(False, False), (False, True), (True, False)])  # merge: both
+@pytest.mark.parametrize(
+    "reference, merge, maxnreg", [(False, False, None), (False, True, 64), (True, False, None)]
+)  # merge: both
 @pytest.mark.parametrize("kernel", ["render_fwd_kernel", "render_bwd_kernel"])
-def test_kernels_compile_for_hopper(kernel, reference, merge):
+def test_kernels_compile_for_hopper(kernel, reference, merge, maxnreg):
     """Both kernels through Triton's whole CUDA pipeline (TTIR, LLVM, PTX, ptxas) for sm_90, without a GPU:
-    the interpreter above runs the Python semantics, this catches what only the compiler rejects."""
+    the interpreter above runs the Python semantics, this catches what only the compiler rejects; a register
+    cap (fused.BACKWARD_MAXNREG) must reach the PTX."""
     import inspect
 
     from triton.backends.compiler import GPUTarget
@@ -89,8 +95,9 @@ def test_kernels_compile_for_hopper(kernel, reference, merge):
     constexprs |= {name: merge for name in ("MERGE_LOGITS", "MERGE_DENSITY") if name in signature}
     source = ASTSource(fn, signature, constexprs=constexprs)
     try:
-        options = {"num_warps": fused.NUM_WARPS}
+        options = {"num_warps": fused.NUM_WARPS} | ({"maxnreg": maxnreg} if maxnreg else {})
         compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options=options)
     except (ImportError, FileNotFoundError) as err:  # a Triton build without its CUDA backend / ptxas
         pytest.skip(f"Triton's CUDA toolchain is not installed here ({err})")
     assert len(compiled.asm["cubin"]) > 0
+    assert (f".maxnreg {maxnreg}" in compiled.asm["ptx"]) == bool(maxnreg)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing as mp
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from tqdm import tqdm
 
 from renderocc.core.classes import NUM_SEMANTIC
 from renderocc.core.files import atomic_write, replace_dir
+from renderocc.core.workers import spawn_pool
 from renderocc.data.classmap import UNKNOWN, ClassMap
 from renderocc.data.folder import DATASET_FILE, VERSION, CameraSpec, FrameSpec, read_dataset
 from renderocc.data.folder_labels import frame_labels, occupancy_labels
@@ -187,7 +187,7 @@ def prepare_folder(
     shapes = []
     with tqdm(total=len(frames), desc="2D labels", unit="frame") as bar:
         if workers > 0:
-            with mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(job,)) as pool:
+            with spawn_pool(workers, _init_worker, (job,)) as pool:
                 for i, (c, shape) in enumerate(pool.imap(_prepare_frame, frames, chunksize=2)):
                     counts[i] = c
                     shapes.append(shape)

@@ -8,7 +8,6 @@ by camera: u, v uint16 [P] (pixel (u, v) covers [u, u+1) x [v, v+1) of the origi
 
 from __future__ import annotations
 
-import multiprocessing as mp
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from tqdm import tqdm
 
 from renderocc.core.classes import NUM_SEMANTIC
 from renderocc.core.files import atomic_write
+from renderocc.core.workers import spawn_pool
 from renderocc.data.index import Index, prepare_hint
 
 MIN_DEPTH = 0.1  # metres; drops points behind (and numerically at) the camera plane
@@ -169,7 +169,7 @@ def build_labels(index: Index, workers: int = 0) -> np.ndarray:
     counts = np.zeros((len(index), NUM_SEMANTIC), dtype=np.int64)
     bar = tqdm(total=len(index), desc="2D labels", unit="sample")
     if workers > 0:
-        with mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(index,)) as pool:
+        with spawn_pool(workers, _init_worker, (index,)) as pool:
             for sample, c in zip(range(len(index)), pool.imap(_label_one, range(len(index)), chunksize=4)):
                 counts[sample] = c
                 bar.update()

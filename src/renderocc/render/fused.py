@@ -30,6 +30,12 @@ NUM_WARPS = 1
 # mode.
 MERGE_MODES = ("off", "density", "logits", "both")
 MERGE_CELLS = "density"
+# Registers per thread the backward kernel may use (Triton's `maxnreg`; None: as many as ptxas wants). A
+# program is one warp, and an sm_90 multiprocessor holds 65,536 registers and at most 32 programs: the
+# backward's 91-96 registers a thread (ptxas for sm_90) leave room for 21 warps, 64 for 32, at the cost of
+# 12-24 bytes of spills (the forward needs 62-64 and already fits 32). Which is faster is measured
+# (benchmarks/render.py --sweep, benchmarks/train.py --backward-registers).
+BACKWARD_MAXNREG: int | None = None
 
 
 def triton_available() -> bool:
@@ -110,9 +116,10 @@ class _FusedRender(torch.autograd.Function):
         ]
         grad_density = torch.zeros_like(density)
         grad_semantics = torch.zeros_like(semantics)
+        registers = {} if BACKWARD_MAXNREG is None else {"maxnreg": BACKWARD_MAXNREG}
         render_bwd_kernel[(r, b)](
             density, semantics, rays_o, rays_d, t_near, num_samples, t_table,
-            *outputs, *grads, grad_density, grad_semantics, r, c, *ctx.geometry, **ctx.launch,
+            *outputs, *grads, grad_density, grad_semantics, r, c, *ctx.geometry, **ctx.launch, **registers,
         )  # fmt: skip
         return grad_density, grad_semantics, None, None, None, None, None, None, None
 
