@@ -315,7 +315,9 @@ def sweep(grid, step_size, rays_per_sample, classes, cfg, weights, repeats) -> l
     key = ("chunk", "num_warps", "merge_cells", "backward_maxnreg")
     best = min(CONFIGS, key=lambda c: sum(r["gpu_busy_ms"] for r in rows if tuple(r[k] for k in key) == c))
     fused.CHUNK, fused.NUM_WARPS, fused.MERGE_CELLS, fused.BACKWARD_MAXNREG = best
-    print(f"sweep: least GPU-busy (samples per step, warps, merge mode, backward maxnreg) = {best}")
+    print(
+        f"sweep: least GPU-busy (samples per step, warps, merge mode, backward maxnreg) = {best}", flush=True
+    )
     return rows
 
 

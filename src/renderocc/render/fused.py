@@ -87,7 +87,9 @@ class _FusedRender(torch.autograd.Function):
             density, semantics, rays_o, rays_d, t_near, num_samples, t_table,
             depth, sem, opacity, pairs, squares, count, r, c, *geometry, **launch,
         )  # fmt: skip
-        ctx.geometry, ctx.launch = geometry, launch | dict(MERGE_DENSITY=merge in ("density", "both"))
+        registers = {} if BACKWARD_MAXNREG is None else {"maxnreg": BACKWARD_MAXNREG}
+        ctx.geometry = geometry
+        ctx.launch = launch | dict(MERGE_DENSITY=merge in ("density", "both")) | registers
         ctx.mark_non_differentiable(count)
         ctx.save_for_backward(
             density,
@@ -116,10 +118,9 @@ class _FusedRender(torch.autograd.Function):
         ]
         grad_density = torch.zeros_like(density)
         grad_semantics = torch.zeros_like(semantics)
-        registers = {} if BACKWARD_MAXNREG is None else {"maxnreg": BACKWARD_MAXNREG}
         render_bwd_kernel[(r, b)](
             density, semantics, rays_o, rays_d, t_near, num_samples, t_table,
-            *outputs, *grads, grad_density, grad_semantics, r, c, *ctx.geometry, **ctx.launch, **registers,
+            *outputs, *grads, grad_density, grad_semantics, r, c, *ctx.geometry, **ctx.launch,
         )  # fmt: skip
         return grad_density, grad_semantics, None, None, None, None, None, None, None
 
