@@ -103,7 +103,8 @@ SETTINGS: dict[str, tuple[str, dict]] = {
     "skip-1e-4": ("2d", {"render": {"skip_threshold": 1e-4}}),
     # logits read only for kept samples of weight 1e-4 (1e-5, 1e-3) or more; depth, opacity and distortion
     # keep all. At the 6.0 start every weight is under 8.1e-5: 1e-4 renders no semantics until the density
-    # grows. The paper presets' 1e-4 since 2026-12-02 (semantic-1e-4 is 2d now; semantic-none, 2d before).
+    # grows. The paper presets' 1e-4 from 2026-12-02 and 1e-3 from 2026-12-03 (semantic-1e-3 is 2d now;
+    # semantic-1e-4 and semantic-none, 2d before).
     "semantic-1e-4": ("2d", {"render": {"semantic_threshold": 1e-4}}),
     "semantic-1e-5": ("2d", {"render": {"semantic_threshold": 1e-5}}),
     "semantic-1e-3": ("2d", {"render": {"semantic_threshold": 1e-3}}),

@@ -214,8 +214,8 @@ def main(conventions: list[str]) -> int:
             fused.CHUNK = int(arg.removeprefix("--chunk="))
         if arg.startswith("--merge="):
             fused.MERGE_CELLS = arg.removeprefix("--merge=")
-        if arg.startswith("--maxnreg="):  # the interpreter ignores it: this checks the launch takes it
-            fused.BACKWARD_MAXNREG = int(arg.removeprefix("--maxnreg="))
+        if arg.startswith("--maxnreg="):  # 0: none; the interpreter ignores a cap, but the launch takes it
+            fused.BACKWARD_MAXNREG = int(arg.removeprefix("--maxnreg=")) or None
     conventions = [c for c in conventions if not c.startswith("--")] or ["metric", "reference"]
     failed = False
     if "edges" in conventions:

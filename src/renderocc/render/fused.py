@@ -30,12 +30,14 @@ NUM_WARPS = 1
 # mode.
 MERGE_MODES = ("off", "density", "logits", "both")
 MERGE_CELLS = "density"
-# Registers per thread the backward kernel may use (Triton's `maxnreg`; None: as many as ptxas wants). A
-# program is one warp, and an sm_90 multiprocessor holds 65,536 registers and at most 32 programs: the
-# backward's 91-96 registers a thread (ptxas for sm_90) leave room for 21 warps, 64 for 32, at the cost of
-# 12-24 bytes of spills (the forward needs 62-64 and already fits 32). Which is faster is measured
-# (benchmarks/render.py --sweep, benchmarks/train.py --backward-registers).
-BACKWARD_MAXNREG: int | None = None
+# Registers per thread the backward kernel may use (Triton's `maxnreg`, CUDA only; None: as many as ptxas
+# wants). A program is one warp, and an sm_90 multiprocessor holds 65,536 registers and at most 32 programs:
+# uncapped, the backward's 91-96 registers a thread (ptxas for sm_90) leave room for 21 warps, at 64 for 32,
+# with 12-24 bytes of spills (the forward needs 62-64 and already fits 32). On an H200 (twenty-second
+# session) 64 had the least GPU-busy time of none, 64, 72 and 80 on all three synthetic fields under both
+# conventions (3-13% of the whole rendering step), and took the backward in a trained r50 step from 1.13 to
+# 1.05 ms (benchmarks/render.py --sweep, benchmarks/train.py --backward-registers).
+BACKWARD_MAXNREG: int | None = 64
 
 
 def triton_available() -> bool:
@@ -87,7 +89,9 @@ class _FusedRender(torch.autograd.Function):
             density, semantics, rays_o, rays_d, t_near, num_samples, t_table,
             depth, sem, opacity, pairs, squares, count, r, c, *geometry, **launch,
         )  # fmt: skip
-        registers = {} if BACKWARD_MAXNREG is None else {"maxnreg": BACKWARD_MAXNREG}
+        # ROCm's Triton has no maxnreg option
+        capped = BACKWARD_MAXNREG is not None and torch.version.hip is None
+        registers = {"maxnreg": BACKWARD_MAXNREG} if capped else {}
         ctx.geometry = geometry
         ctx.launch = launch | dict(MERGE_DENSITY=merge in ("density", "both")) | registers
         ctx.mark_non_differentiable(count)
