@@ -231,8 +231,8 @@ class Preset:
 # The paper presets render a kept sample's logits only where it weighs 1e-3 or more. At 1e-4 (from the
 # thirteenth session) the compiled r50 step fell from 37.6 to 34.4 ms on an H200 (2D losses 5.0 to 2.4 ms);
 # 1e-3 (twenty-second session) takes the 2D losses' marginal cost from 2.7-2.8 to 1.9 ms of a 34 ms step, and
-# the study's 2d setting at 1e-3 read 17.8 mIoU at 1,600 steps and 26.3 at 8,000 (1e-4: 17.0-17.5 over seeds,
-# 26.0; BENCHMARKS.md)
+# the study's 2d setting reads 17.9 mIoU at 1,600 steps at both thresholds (one session, the same data) and
+# 26.3 at 8,000 against 26.0 (BENCHMARKS.md)
 PAPER_RENDER = RenderConfig(semantic_threshold=1e-3)
 
 PRESETS: dict[str, Preset] = {

@@ -35,7 +35,7 @@ MERGE_CELLS = "density"
 # uncapped, the backward's 91-96 registers a thread (ptxas for sm_90) leave room for 21 warps, at 64 for 32,
 # with 12-24 bytes of spills (the forward needs 62-64 and already fits 32). On an H200 (twenty-second
 # session) 64 had the least GPU-busy time of none, 64, 72 and 80 on all three synthetic fields under both
-# conventions (3-13% of the whole rendering step), and took the backward in a trained r50 step from 1.13 to
+# conventions (10-14% of the whole rendering step), and took the backward in a trained r50 step from 1.13 to
 # 1.05 ms (benchmarks/render.py --sweep, benchmarks/train.py --backward-registers).
 BACKWARD_MAXNREG: int | None = 64
 
