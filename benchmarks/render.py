@@ -322,7 +322,7 @@ def sweep(grid, step_size, rays_per_sample, classes, cfg, weights, repeats) -> l
 
 
 def profile(grid, step_size, rays_per_sample, classes, cfg, weights) -> None:
-    """Kernel time table of fused forward + backward steps on both fields (batch 1)."""
+    """Kernel time table of fused forward + backward steps on each of FIELDS (batch 1)."""
     for kind in FIELDS:
         field = make_field(kind, grid, 1, classes, "cuda", seed=1)
         rays = make_rays(1, rays_per_sample, classes, "cuda", seed=101)
