@@ -455,8 +455,8 @@ def main() -> None:
         parser.error("--backward-registers: a register count, or 0 for no cap")
     if any(n < 1 or n & (n - 1) for n in args.logit_samples or ()):
         parser.error("--logit-samples: powers of two (1, 2, 4, ...)")
-    # (fused constant, its values in this call or None for the default, the row label's prefix)
     caps = args.backward_registers and [n or None for n in args.backward_registers]
+    # (fused constant, its values in this call or None for the default, the row label's prefix)
     choices = (
         ("MERGE_CELLS", args.merge_cells, "merge-"),
         ("BACKWARD_MAXNREG", caps, "regs-"),

@@ -37,8 +37,8 @@ MERGE_CELLS = "density"
 LOGIT_SAMPLES = 1
 # Registers per thread the backward kernel may use (Triton's `maxnreg`, CUDA only; None: as many as ptxas
 # wants). A program is one warp, and an sm_90 multiprocessor holds 65,536 registers and at most 32 programs:
-# uncapped, the backward's 91-96 registers a thread (ptxas for sm_90) leave room for 21 warps, at 64 for 32,
-# with 12-24 bytes of spills (the forward needs 62-64 and already fits 32). On an H200 (twenty-second
+# uncapped, the backward's 92-99 registers a thread (ptxas for sm_90) leave room for 19-21 warps, at 64 for
+# 32, with 16-28 bytes of spills (the forward needs 64-68 and fits 28-32). On an H200 (twenty-second
 # session) 64 had the least GPU-busy time of none, 64, 72 and 80 on all three synthetic fields under both
 # conventions (10-14% of the whole rendering step), and took the backward in a trained r50 step from 1.13 to
 # 1.05 ms (benchmarks/render.py --sweep, benchmarks/train.py --backward-registers).

@@ -27,7 +27,7 @@ a time: its eight rows are read once, with the samples' summed corner weights (i
 sample's logits . dL/dsemantics from the rows' dots and its own corner weights), and added to once. Under
 MERGE_DENSITY the backward's density corner adds are summed over each run of lanes in one cell (a segmented
 scan) and issued by the run's last lane. The same sums, in another order, in about as many registers (on
-sm_90, forward / backward: per sample 62 / 91; density 62 / 92; logits 64 / 95; both 64 / 96). The two are
+sm_90, forward / backward: per sample 64 / 92; density 64 / 94; logits 64 / 95; both 64 / 96). The two are
 apart because together they cost more than per sample on a trained network's field at a semantic threshold
 of 1e-4 and less at 1e-3: the logits' merge costs lane reductions per cell it reads, the density's a scan
 per corner per step, so which one pays is measured (benchmarks/render.py --merge-cells).
