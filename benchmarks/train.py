@@ -453,8 +453,11 @@ def main() -> None:
             parser.error(f"{option} chooses between fused CUDA kernels; off CUDA the PyTorch renderer runs")
     if any(n < 0 for n in args.backward_registers or ()):
         parser.error("--backward-registers: a register count, or 0 for no cap")
-    if any(n < 1 or n & (n - 1) for n in args.logit_samples or ()):
-        parser.error("--logit-samples: powers of two (1, 2, 4, ...)")
+    try:
+        for n in args.logit_samples or ():
+            fused.check_logit_samples(n)
+    except ValueError as err:
+        parser.error(f"--logit-samples: {err}")
     caps = args.backward_registers and [n or None for n in args.backward_registers]
     # (fused constant, its values in this call or None for the default, the row label's prefix)
     choices = (

@@ -45,6 +45,12 @@ LOGIT_SAMPLES = 1
 BACKWARD_MAXNREG: int | None = 64
 
 
+def check_logit_samples(n: int) -> None:
+    """Refuse a LOGIT_SAMPLES that is not a power of two (the kernels' [P, C] tile)."""
+    if n < 1 or n & (n - 1):
+        raise ValueError(f"render.fused.LOGIT_SAMPLES is {n}; use a power of two (1, 2, 4)")
+
+
 def triton_available() -> bool:
     """Whether the fused kernels can be compiled (triton importable)."""
     return triton is not None
@@ -84,8 +90,7 @@ class _FusedRender(torch.autograd.Function):
         count = torch.empty(b, r, device=density.device, dtype=torch.int32)
         if MERGE_CELLS not in MERGE_MODES:
             raise ValueError(f"render.fused.MERGE_CELLS is {MERGE_CELLS!r}; valid: {', '.join(MERGE_MODES)}")
-        if LOGIT_SAMPLES < 1 or LOGIT_SAMPLES & (LOGIT_SAMPLES - 1):
-            raise ValueError(f"render.fused.LOGIT_SAMPLES is {LOGIT_SAMPLES}; use a power of two (1, 2, 4)")
+        check_logit_samples(LOGIT_SAMPLES)
         merge = "off" if reference else MERGE_CELLS
         # the backward replays the samples exactly as the forward took them
         launch = dict(
