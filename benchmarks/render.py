@@ -21,11 +21,10 @@ call): the renderer's cost grows with the samples the rays keep, so the ray budg
 --convention reference times the published release's conventions (render/conventions.py) instead of this
 project's metric ones: samples from the ray origin out to the 39 m sphere and its background shell. --sweep
 times the fused kernels per (samples per step of a ray's loop, warps per ray, what is read and added per
-interpolation cell rather than per sample, the backward kernel's register cap, the kept samples whose logits
-are read at once) on batch 1 and keeps the one with the least GPU-busy time for the rest of the run
-(fused.CHUNK, fused.NUM_WARPS, fused.MERGE_CELLS, fused.BACKWARD_MAXNREG, fused.LOGIT_SAMPLES).
---merge-cells off density logits both times the real batch's 2D losses (--dataroot) under each of those
-modes. GPU-busy ms (the kernels' summed time, from the profiler) is printed beside the
+interpolation cell rather than per sample, the backward kernel's register cap) on batch 1 and keeps the one
+with the least GPU-busy time for the rest of the run (fused.CHUNK, fused.NUM_WARPS, fused.MERGE_CELLS,
+fused.BACKWARD_MAXNREG). --merge-cells off density logits both times the real batch's 2D losses (--dataroot)
+under each of those modes. GPU-busy ms (the kernels' summed time, from the profiler) is printed beside the
 wall ms: at these sizes the wall time is mostly the host launching kernels."""
 
 from __future__ import annotations
@@ -279,14 +278,12 @@ def check(grid, step_size, classes, device) -> list[dict]:
     return rows
 
 
-# (samples per step, warps per ray, fused.MERGE_CELLS, fused.BACKWARD_MAXNREG, fused.LOGIT_SAMPLES): the merge
-# modes at the fastest per-sample walk, the backward's register caps in the default mode, then logits read
-# 2 and 4 samples at a time, with the default cap and without (more rows in flight take more registers)
+# (samples per step, warps per ray, fused.MERGE_CELLS, fused.BACKWARD_MAXNREG): the merge modes at the
+# fastest per-sample walk, then the backward's register caps in the default mode
 CONFIGS = (
-    tuple((chunk, warps, "off", None, 1) for chunk, warps in ((8, 1), (16, 1), (32, 1), (64, 2)))
-    + tuple((32, 1, mode, None, 1) for mode in fused.MERGE_MODES[1:])
-    + tuple((32, 1, "density", registers, 1) for registers in (64, 72, 80))
-    + tuple((32, 1, "density", registers, p) for p in (2, 4) for registers in (64, None))
+    tuple((chunk, warps, "off", None) for chunk, warps in ((8, 1), (16, 1), (32, 1), (64, 2)))
+    + tuple((32, 1, mode, None) for mode in fused.MERGE_MODES[1:])
+    + tuple((32, 1, "density", registers) for registers in (64, 72, 80))
 )
 
 
@@ -297,33 +294,29 @@ def step_busy_ms(field, rays, grid, step_size, impl, cfg, weights) -> float:
 
 def sweep(grid, step_size, rays_per_sample, classes, cfg, weights, repeats) -> list[dict]:
     """Wall and GPU-busy ms of the fused path per (samples per step, warps per ray, merge mode, the
-    backward's register cap, logits' samples at once) on batch 1 of each field; leaves the configuration
-    with the least GPU-busy time set for the rest of the run (wall time at batch 1 is mostly the host's
-    launches)."""
+    backward's register cap) on batch 1 of each field; leaves the configuration with the least GPU-busy time
+    set for the rest of the run (wall time at batch 1 is mostly the host's launches)."""
     rows = []
     for kind in FIELDS:
         field = make_field(kind, grid, 1, classes, "cuda", seed=1)
         rays = make_rays(1, rays_per_sample, classes, "cuda", seed=101)
-        for chunk, warps, merge, registers, logit_samples in CONFIGS:
+        for chunk, warps, merge, registers in CONFIGS:
             fused.CHUNK, fused.NUM_WARPS = chunk, warps
-            fused.MERGE_CELLS, fused.BACKWARD_MAXNREG, fused.LOGIT_SAMPLES = merge, registers, logit_samples
+            fused.MERGE_CELLS, fused.BACKWARD_MAXNREG = merge, registers
             ms, _ = time_step(field, rays, grid, step_size, "triton", cfg, weights, repeats, "cuda")
             busy = step_busy_ms(field, rays, grid, step_size, "triton", cfg, weights)
             rows.append(dict(field=kind, chunk=chunk, num_warps=warps, merge_cells=merge,
-                             backward_maxnreg=registers, logit_samples=logit_samples, median_ms=ms,
-                             gpu_busy_ms=busy))  # fmt: skip
+                             backward_maxnreg=registers, median_ms=ms, gpu_busy_ms=busy))  # fmt: skip
             print(
                 f"sweep {kind:12s} chunk={chunk:3d} num_warps={warps} merge={merge:8s} maxnreg={registers}"
-                f" logit_samples={logit_samples} {ms:8.2f} ms wall, {busy:8.2f} GPU busy",
+                f" {ms:8.2f} ms wall, {busy:8.2f} GPU busy",
                 flush=True,
             )
-    key = ("chunk", "num_warps", "merge_cells", "backward_maxnreg", "logit_samples")
+    key = ("chunk", "num_warps", "merge_cells", "backward_maxnreg")
     best = min(CONFIGS, key=lambda c: sum(r["gpu_busy_ms"] for r in rows if tuple(r[k] for k in key) == c))
-    fused.CHUNK, fused.NUM_WARPS, fused.MERGE_CELLS, fused.BACKWARD_MAXNREG, fused.LOGIT_SAMPLES = best
+    fused.CHUNK, fused.NUM_WARPS, fused.MERGE_CELLS, fused.BACKWARD_MAXNREG = best
     print(
-        "sweep: least GPU-busy (samples per step, warps, merge mode, backward maxnreg, logit samples) = "
-        f"{best}",
-        flush=True,
+        f"sweep: least GPU-busy (samples per step, warps, merge mode, backward maxnreg) = {best}", flush=True
     )
     return rows
 
@@ -509,7 +502,6 @@ def main() -> int:
             "num_warps": fused.NUM_WARPS,
             "merge_cells": fused.MERGE_CELLS,
             "backward_maxnreg": fused.BACKWARD_MAXNREG,
-            "logit_samples": fused.LOGIT_SAMPLES,
         }
     if args.profile and args.device == "cuda":
         profile(grid, step_size, rays_per_sample, classes, cfg, weights)

@@ -37,8 +37,7 @@ A compiled preset (train.compile) compiles the 2D losses around the renderer too
 eager, the row to compare with. --merge-cells off density logits both times each row with the fused
 renderer in each of those modes (`render.fused.MERGE_CELLS`: what it reads and scatters per interpolation
 cell rather than per sample), in one call; --backward-registers 0 64 likewise with the backward kernel's
-register cap (`render.fused.BACKWARD_MAXNREG`, 0: none), and --logit-samples 1 2 with the kept samples whose
-logits the per-sample walk reads at once (`render.fused.LOGIT_SAMPLES`); every combination of the three.
+register cap (`render.fused.BACKWARD_MAXNREG`, 0: none).
 """
 
 from __future__ import annotations
@@ -48,7 +47,6 @@ import collections
 import contextlib
 import functools
 import gc
-import itertools
 import json
 import math
 import statistics
@@ -236,11 +234,11 @@ def sync_audit(step, batch: dict, raw, optimizer, ema, preset) -> collections.Co
     return sites
 
 
-def bench(preset_name: str, preset: Preset, batch_size: int, args, dist, kernels: dict) -> dict:
-    """One row; kernels: the fused renderer's settings for it (`render.fused` constants by name)."""
+def bench(
+    preset_name: str, preset: Preset, batch_size: int, args, dist, merge_cells: str, maxnreg: int | None
+) -> dict:
     device = dist.device
-    for name, value in kernels.items():
-        setattr(fused, name, value)
+    fused.MERGE_CELLS, fused.BACKWARD_MAXNREG = merge_cells, maxnreg
     preset = preset.replace(train={"batch_size": batch_size})
     index = open_index(args.dataroot, args.version)
     # a trained field: the run's weights, refused (naming the keys) when they do not fit the preset's network
@@ -329,9 +327,8 @@ def bench(preset_name: str, preset: Preset, batch_size: int, args, dist, kernels
         "ranks": ranks,  # per process: (median ms of the step without all-reduce, median loader wait ms)
         "grad_mb": grad_mb,
         "preset": preset_name,
-        "merge_cells": kernels["MERGE_CELLS"],
-        "backward_maxnreg": kernels["BACKWARD_MAXNREG"],
-        "logit_samples": kernels["LOGIT_SAMPLES"],
+        "merge_cells": merge_cells,
+        "backward_maxnreg": maxnreg,
         "weights": args.weights or "initialisation",
         "compiled": "stages and losses" if compile_losses else "stages" if compiled else "no",
         "batch": batch_size,
@@ -433,11 +430,6 @@ def main() -> None:
         help="a row each with the fused backward kernel capped at N registers a thread (0: no cap); "
         "default: render.fused.BACKWARD_MAXNREG",
     )  # fmt: skip
-    parser.add_argument(
-        "--logit-samples", nargs="+", type=int, metavar="P",
-        help="a row each with the fused renderer reading the logits of P kept samples at once; "
-        "default: render.fused.LOGIT_SAMPLES",
-    )  # fmt: skip
     parser.add_argument("--json", help="write the rows to this file")
     args = parser.parse_args()
     try:  # a bad preset or --set fails here, not after the first preset's rows
@@ -447,35 +439,22 @@ def main() -> None:
     dist = distributed.setup(args.device)
     if args.stages and dist.enabled:
         parser.error("--stages times stages of one process; run it without torchrun")
-    for flag in ("merge_cells", "backward_registers", "logit_samples"):
+    for flag in ("merge_cells", "backward_registers"):
         if getattr(args, flag) and dist.device.type != "cuda":
             option = "--" + flag.replace("_", "-")
             parser.error(f"{option} chooses between fused CUDA kernels; off CUDA the PyTorch renderer runs")
     if any(n < 0 for n in args.backward_registers or ()):
         parser.error("--backward-registers: a register count, or 0 for no cap")
-    try:
-        for n in args.logit_samples or ():
-            fused.check_logit_samples(n)
-    except ValueError as err:
-        parser.error(f"--logit-samples: {err}")
-    caps = args.backward_registers and [n or None for n in args.backward_registers]
-    # (fused constant, its values in this call or None for the default, the row label's prefix)
-    choices = (
-        ("MERGE_CELLS", args.merge_cells, "merge-"),
-        ("BACKWARD_MAXNREG", caps, "regs-"),
-        ("LOGIT_SAMPLES", args.logit_samples, "logits-"),
-    )
-    settings = [
-        dict(zip((c[0] for c in choices), values))
-        for values in itertools.product(*(given or [getattr(fused, name)] for name, given, _ in choices))
-    ]
+    merges = args.merge_cells or [fused.MERGE_CELLS]
+    caps = [n or None for n in args.backward_registers or ()] or [fused.BACKWARD_MAXNREG]
 
-    def label(name: str, kernels: dict) -> str:
-        return name + "".join(f"+{prefix}{kernels[c] or 'any'}" for c, given, prefix in choices if given)
+    def label(name: str, merge: str, cap: int | None) -> str:
+        return (name + (f"+merge-{merge}" if args.merge_cells else "")
+                + (f"+regs-{cap or 'any'}" if args.backward_registers else ""))  # fmt: skip
 
     rows = [
-        bench(label(name, kernels), preset, b, args, dist, kernels)
-        for name, preset in presets.items() for b in args.batch_size for kernels in settings
+        bench(label(name, merge, cap), preset, b, args, dist, merge, cap)
+        for name, preset in presets.items() for b in args.batch_size for merge in merges for cap in caps
     ]  # fmt: skip
     if dist.is_main:
         name = torch.cuda.get_device_name(dist.device) if dist.device.type == "cuda" else "CPU"

@@ -3,9 +3,8 @@ under both rendering conventions.
 
 Prints one line per case and exits non-zero on a mismatch. Arguments: the conventions to check (default both),
 "edges" for the hard scenes of `edge_cases` against a float64 reference, "--chunk=N" to walk the metric
-convention's rays N samples per step (default: fused.CHUNK), "--merge=MODE" for what the kernels read
-and scatter per interpolation cell (fused.MERGE_CELLS: off, density, logits, both) and "--logit-samples=N"
-for the kept samples whose logits the per-sample walk reads at once (fused.LOGIT_SAMPLES).
+convention's rays N samples per step (default: fused.CHUNK), and "--merge=MODE" for what the kernels read
+and scatter per interpolation cell (fused.MERGE_CELLS: off, density, logits, both).
 """
 
 from __future__ import annotations
@@ -215,8 +214,6 @@ def main(conventions: list[str]) -> int:
             fused.CHUNK = int(arg.removeprefix("--chunk="))
         if arg.startswith("--merge="):
             fused.MERGE_CELLS = arg.removeprefix("--merge=")
-        if arg.startswith("--logit-samples="):
-            fused.LOGIT_SAMPLES = int(arg.removeprefix("--logit-samples="))
         if arg.startswith("--maxnreg="):  # 0: none; the interpreter ignores a cap, but the launch takes it
             fused.BACKWARD_MAXNREG = int(arg.removeprefix("--maxnreg=")) or None
     conventions = [c for c in conventions if not c.startswith("--")] or ["metric", "reference"]

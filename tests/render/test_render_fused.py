@@ -34,27 +34,18 @@ def test_fused_matches_reference_under_interpreter(convention, cases):
 
 
 # the merge modes apart at 2 samples per step, where runs of lanes in one cell meet the most step boundaries
-# (the backward launches with its register cap, which the interpreter takes and ignores; one run without);
-# the per-sample walk's logits read 2 and 4 samples at a time, 4 with fewer samples per step than that
+# (the backward launches with its register cap, which the interpreter takes and ignores; one run without)
 @pytest.mark.parametrize(
-    "chunk, merge, maxnreg, logit_samples",
-    [
-        (None, "off", None, 2),
-        (None, "both", None, None),
-        (2, "off", None, None),
-        (2, "density", 0, 4),
-        (2, "logits", None, None),
-    ],
+    "chunk, merge, maxnreg",
+    [(None, "off", None), (None, "both", None), (2, "off", None), (2, "density", 0), (2, "logits", None)],
 )
-def test_fused_edge_cases_under_interpreter(chunk, merge, maxnreg, logit_samples):
+def test_fused_edge_cases_under_interpreter(chunk, merge, maxnreg):
     """Scenes where a ray's steps of samples, interpolation cells, the skip threshold and the stop meet
     (render_fused_check.edge_cases), with the default samples per step and with 2 (many step boundaries),
-    reading and scattering per sample or per cell (fused.MERGE_CELLS), the per-sample walk's logits one
-    or several samples at a time (fused.LOGIT_SAMPLES): outputs, gradients and kept samples against a
-    float64 PyTorch reference under both conventions."""
+    reading and scattering per sample or per cell (fused.MERGE_CELLS): outputs, gradients and kept samples
+    against a float64 PyTorch reference under both conventions."""
     args = [*([f"--chunk={chunk}"] if chunk else []), f"--merge={merge}"]
     args += [f"--maxnreg={maxnreg}"] if maxnreg is not None else []
-    args += [f"--logit-samples={logit_samples}"] if logit_samples else []
     proc = _interpret("edges", *args, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.count(" ok") == 6, proc.stdout
@@ -77,11 +68,10 @@ def test_triton_on_cpu_without_interpreter_is_refused():
 
 
 @pytest.mark.parametrize(
-    "reference, merge, maxnreg, logit_samples",
-    [(False, False, None, 1), (False, True, 64, 1), (True, False, None, 1), (False, False, 64, 4)],
+    "reference, merge, maxnreg", [(False, False, None), (False, True, 64), (True, False, None)]
 )  # merge: both
 @pytest.mark.parametrize("kernel", ["render_fwd_kernel", "render_bwd_kernel"])
-def test_kernels_compile_for_hopper(kernel, reference, merge, maxnreg, logit_samples):
+def test_kernels_compile_for_hopper(kernel, reference, merge, maxnreg):
     """Both kernels through Triton's whole CUDA pipeline (TTIR, LLVM, PTX, ptxas) for sm_90, without a GPU:
     the interpreter above runs the Python semantics, this catches what only the compiler rejects; a register
     cap (fused.BACKWARD_MAXNREG) must reach the PTX."""
@@ -95,13 +85,13 @@ def test_kernels_compile_for_hopper(kernel, reference, merge, maxnreg, logit_sam
     fn = getattr(kernels, kernel)
     signature = {}
     for name in inspect.signature(fn.fn).parameters:
-        if name in ("S", "BLOCK_C", "REFERENCE", "MERGE_LOGITS", "MERGE_DENSITY", "LOGIT_SAMPLES"):
+        if name in ("S", "BLOCK_C", "REFERENCE", "MERGE_LOGITS", "MERGE_DENSITY"):
             signature[name] = "constexpr"
         elif name.endswith("_ptr"):
             signature[name] = "*i32" if name in ("num_samples_ptr", "count_ptr") else "*fp32"
         else:
             signature[name] = "i32" if name in ("R", "C", "NX", "NY", "NZ") else "fp32"
-    constexprs = {"S": fused.CHUNK, "BLOCK_C": 32, "REFERENCE": reference, "LOGIT_SAMPLES": logit_samples}
+    constexprs = {"S": fused.CHUNK, "BLOCK_C": 32, "REFERENCE": reference}
     constexprs |= {name: merge for name in ("MERGE_LOGITS", "MERGE_DENSITY") if name in signature}
     source = ASTSource(fn, signature, constexprs=constexprs)
     try:

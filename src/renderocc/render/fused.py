@@ -30,25 +30,14 @@ NUM_WARPS = 1
 # mode.
 MERGE_MODES = ("off", "density", "logits", "both")
 MERGE_CELLS = "density"
-# Kept samples whose logits the per-sample walk (MERGE_CELLS "off" or "density") reads at once: their 8 x
-# LOGIT_SAMPLES rows are in flight together, and a step waits on memory once per LOGIT_SAMPLES such samples
-# instead of once per sample. A power of two; 1 is the walk of one sample at a time. benchmarks/render.py
-# --sweep and benchmarks/train.py --logit-samples time it.
-LOGIT_SAMPLES = 1
 # Registers per thread the backward kernel may use (Triton's `maxnreg`, CUDA only; None: as many as ptxas
 # wants). A program is one warp, and an sm_90 multiprocessor holds 65,536 registers and at most 32 programs:
-# uncapped, the backward's 92-99 registers a thread (ptxas for sm_90) leave room for 19-21 warps, at 64 for
-# 32, with 16-28 bytes of spills (the forward needs 64-68 and fits 28-32). On an H200 (twenty-second
+# uncapped, the backward's 91-96 registers a thread (ptxas for sm_90) leave room for 21 warps, at 64 for 32,
+# with 12-24 bytes of spills (the forward needs 62-64 and already fits 32). On an H200 (twenty-second
 # session) 64 had the least GPU-busy time of none, 64, 72 and 80 on all three synthetic fields under both
 # conventions (10-14% of the whole rendering step), and took the backward in a trained r50 step from 1.13 to
 # 1.05 ms (benchmarks/render.py --sweep, benchmarks/train.py --backward-registers).
 BACKWARD_MAXNREG: int | None = 64
-
-
-def check_logit_samples(n: int) -> None:
-    """Refuse a LOGIT_SAMPLES that is not a power of two (the kernels' [P, C] tile)."""
-    if n < 1 or n & (n - 1):
-        raise ValueError(f"render.fused.LOGIT_SAMPLES is {n}; use a power of two (1, 2, 4)")
 
 
 def triton_available() -> bool:
@@ -90,12 +79,11 @@ class _FusedRender(torch.autograd.Function):
         count = torch.empty(b, r, device=density.device, dtype=torch.int32)
         if MERGE_CELLS not in MERGE_MODES:
             raise ValueError(f"render.fused.MERGE_CELLS is {MERGE_CELLS!r}; valid: {', '.join(MERGE_MODES)}")
-        check_logit_samples(LOGIT_SAMPLES)
         merge = "off" if reference else MERGE_CELLS
         # the backward replays the samples exactly as the forward took them
         launch = dict(
             S=CHUNK, BLOCK_C=triton.next_power_of_2(c), REFERENCE=reference,
-            MERGE_LOGITS=merge in ("logits", "both"), LOGIT_SAMPLES=LOGIT_SAMPLES, num_warps=NUM_WARPS,
+            MERGE_LOGITS=merge in ("logits", "both"), num_warps=NUM_WARPS,
         )  # fmt: skip
         render_fwd_kernel[(r, b)](
             density, semantics, rays_o, rays_d, t_near, num_samples, t_table,

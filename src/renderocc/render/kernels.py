@@ -3,22 +3,21 @@
 A program renders one ray (one warp by default). Each step of its loop takes the next S samples, one per
 lane: it reads the density at all of them at once, then the transmittance in front of each from the running
 transmittance and an exclusive prefix sum of the step's optical thicknesses, then the kept weights. Only then
-does it read logits, LOGIT_SAMPLES (a constexpr, `fused.LOGIT_SAMPLES`) at a time of the kept samples whose
-weight reaches `sem_thr` (`render.semantic_threshold`, 0 by default), a lane per semantic channel (eight rows
-of C logits per sample, all in flight together). A walk of one sample per step waits on memory twice per
-sample (density, then logits), and most of a ray's samples lie in free space where no logit is needed; here a
-ray waits about once per S samples and once per LOGIT_SAMPLES samples whose logits it reads. Nothing per
-sample is written to global memory, and a ray stops once its transmittance falls below `stop` (for the metric
-convention the skip threshold unless `render.stop_transmittance` sets it higher: past it every weight would
-be skipped anyway, so stopping there is exact; 1e-3 for the reference's). Samples past the stop in the last
-step are read and masked.
+does it read logits, sample by sample over the kept ones whose weight reaches `sem_thr`
+(`render.semantic_threshold`, 0 by default), a lane per semantic channel (eight rows of C logits each, all
+in flight together). A walk of one sample per step waits on memory twice per sample (density, then logits),
+and most of a ray's samples lie in free space where no logit is needed; here a ray waits about once per S
+samples and once per sample whose logits it reads. Nothing per sample is written to global memory, and
+a ray stops once its transmittance falls below `stop` (for the metric convention the skip threshold unless
+`render.stop_transmittance` sets it higher: past it every weight would be skipped anyway, so stopping there
+is exact; 1e-3 for the reference's). Samples past the stop in the last step are read and masked.
 
 The backward pass replays the steps in the same order. With g_i = dL/dw_i (known per sample from the
 output gradients and prefix sums), dL/dtau_k = g_k T_(k+1) - sum_(i>k) g_i w_i, and the suffix sum is
 total - prefix, where total = sum_i g_i w_i comes from the forward outputs (for the distortion's pair sum
 P and the sum of squares Q, sum_i w_i dP/dw_i = 2 P since P is quadratic in w, and so for Q). Gradients
 reach the grids by atomic adds at the eight interpolation corners: the density's one lane per sample, the
-logits' one row per kept sample (LOGIT_SAMPLES rows at once).
+logits' one row per kept sample.
 
 MERGE_LOGITS and MERGE_DENSITY (constexprs, metric convention only) read and scatter per interpolation cell
 instead of per sample: at half a voxel per step a level ray takes about 1.7 samples in each cell it crosses,
@@ -27,7 +26,7 @@ a time: its eight rows are read once, with the samples' summed corner weights (i
 sample's logits . dL/dsemantics from the rows' dots and its own corner weights), and added to once. Under
 MERGE_DENSITY the backward's density corner adds are summed over each run of lanes in one cell (a segmented
 scan) and issued by the run's last lane. The same sums, in another order, in about as many registers (on
-sm_90, forward / backward: per sample 64 / 92; density 64 / 94; logits 64 / 95; both 64 / 96). The two are
+sm_90, forward / backward: per sample 62 / 91; density 62 / 92; logits 64 / 95; both 64 / 96). The two are
 apart because together they cost more than per sample on a trained network's field at a semantic threshold
 of 1e-4 and less at 1e-3: the logits' merge costs lane reductions per cell it reads, the density's a scan
 per corner per step, so which one pays is measured (benchmarks/render.py --merge-cells).
@@ -253,95 +252,83 @@ def _pick(v, lanes, i):
 
 
 @triton.jit
+def _pick_sample(i, lanes, w, base, sx, sy, sz, fx, fy, fz):
+    """Sample i's weight and interpolation corners (see `_corner_frame`), as scalars."""
+    return (
+        _pick(w, lanes, i),
+        _pick(base, lanes, i),
+        _pick(sx, lanes, i),
+        _pick(sy, lanes, i),
+        _pick(sz, lanes, i),
+        _pick(fx, lanes, i),
+        _pick(fy, lanes, i),
+        _pick(fz, lanes, i),
+    )
+
+
+@triton.jit
 def _first(todo, lanes, S: tl.constexpr):
     """The lowest lane where todo holds, or S."""
     return tl.min(tl.where(todo, lanes, S))
 
 
 @triton.jit
-def _ranks(todo):
-    """Each lane's place among those where todo holds [S] (-1 elsewhere), and their count."""
-    return tl.where(todo, tl.cumsum(todo.to(tl.int32), 0) - 1, -1), tl.sum(todo.to(tl.int32))
-
-
-@triton.jit
-def _take(v, sel):
-    """The element of v [S] that each row of sel [P, S] selects (one lane, or none: 0), as [P]."""
-    return tl.sum(tl.where(sel, v[None, :], tl.zeros_like(v)[None, :]), 1)
-
-
-@triton.jit
-def _samples_at(r, count, rank, w, base, sx, sy, sz, fx, fy, fz, inside, P: tl.constexpr):
-    """Samples r .. r + P - 1 of the count to read, in lane order (rank [S]: each lane's place among them,
-    -1 for the others): their lanes sel [P, S], which exist (live [P]), weights and corners [P] (0 where
-    none)."""
-    slots = r + tl.arange(0, P)
-    sel = rank[None, :] == slots[:, None]
-    live = slots < count
-    return (sel, live, _take(w, sel), _take(base, sel), _take(sx, sel), _take(sy, sel), _take(sz, sel),
-            _take(fx, sel), _take(fy, sel), _take(fz, sel), _take(inside, sel))  # fmt: skip
-
-
-@triton.jit
-def _corner_rows(j, live, base, sx, sy, sz, fx, fy, fz, inside, chans, chan_ok, C, REFERENCE: tl.constexpr,
-                 P: tl.constexpr):  # fmt: skip
-    """Corner j of samples [P] (see `_corner_frame`): the offsets [P, BLOCK_C] of their logits rows, their
-    trilinear weights [P] and the entries to read (none for a sample that is not live, or, under REFERENCE,
-    whose corner lies outside the grid)."""
-    off, wj = _corner(j, base, sx, sy, sz, fx, fy, fz)
-    mask = chan_ok[None, :]  # [1, BLOCK_C] or [P, BLOCK_C]: loads and atomics broadcast it to the rows
-    if P > 1:  # one sample at a time reads only while there is one
-        mask = mask & live[:, None]
+def _corner_row(
+    j, base_i, sx_i, sy_i, sz_i, fx_i, fy_i, fz_i, in_i, chans, chan_ok, C, REFERENCE: tl.constexpr
+):
+    """One sample's corner j (scalars, see `_corner_frame`): the offsets [BLOCK_C] of its logits row, its
+    trilinear weight and the channels to read (none for a corner outside the grid under REFERENCE)."""
+    off, wj = _corner(j, base_i, sx_i, sy_i, sz_i, fx_i, fy_i, fz_i)
+    mask = chan_ok
     if REFERENCE:
-        mask = mask & _inside(j, inside)[:, None]
-    return off[:, None] * C + chans[None, :], wj, mask
+        mask = mask & _inside(j, in_i)
+    return off * C + chans, wj, mask
 
 
 @triton.jit
-def _semantics_per_sample(todo, w, base, sx, sy, sz, fx, fy, fz, inside, semantics_b, C, chans, chan_ok,
-                          REFERENCE: tl.constexpr, P: tl.constexpr):  # fmt: skip
-    """sum_i w_i logits_i [BLOCK_C] over this step's samples in todo, P samples at a time (8 P rows in
-    flight)."""
+def _semantics_per_sample(todo, lanes, w, base, sx, sy, sz, fx, fy, fz, inside, semantics_b, C, chans,
+                          chan_ok, S: tl.constexpr, REFERENCE: tl.constexpr):  # fmt: skip
+    """sum_i w_i logits_i [BLOCK_C] over this step's samples in todo, one sample at a time."""
     sem = tl.zeros(chans.shape, tl.float32)
-    rank, count = _ranks(todo)
-    r = 0
-    while r < count:
-        _, live, w_p, base_p, sx_p, sy_p, sz_p, fx_p, fy_p, fz_p, in_p = _samples_at(
-            r, count, rank, w, base, sx, sy, sz, fx, fy, fz, inside, P
+    i = _first(todo, lanes, S)
+    while i < S:
+        w_i, base_i, sx_i, sy_i, sz_i, fx_i, fy_i, fz_i = _pick_sample(
+            i, lanes, w, base, sx, sy, sz, fx, fy, fz
         )
+        in_i = _pick(inside, lanes, i)
         for j in tl.static_range(8):
-            row, wj, mask = _corner_rows(
-                j, live, base_p, sx_p, sy_p, sz_p, fx_p, fy_p, fz_p, in_p, chans, chan_ok, C, REFERENCE, P
+            row, wj_i, mask_i = _corner_row(
+                j, base_i, sx_i, sy_i, sz_i, fx_i, fy_i, fz_i, in_i, chans, chan_ok, C, REFERENCE
             )
-            sem += tl.sum((w_p * wj)[:, None] * tl.load(semantics_b + row, mask=mask, other=0.0), 0)
-        r += P
+            sem += (w_i * wj_i) * tl.load(semantics_b + row, mask=mask_i, other=0.0)
+        todo = todo & (lanes != i)
+        i = _first(todo, lanes, S)
     return sem
 
 
 @triton.jit
 def _semantics_per_sample_bwd(todo, lanes, w, base, sx, sy, sz, fx, fy, fz, inside, semantics_b,
-                              grad_semantics_b, C, chans, chan_ok, g_sem, REFERENCE: tl.constexpr,
-                              P: tl.constexpr):  # fmt: skip
+                              grad_semantics_b, C, chans, chan_ok, g_sem, S: tl.constexpr,
+                              REFERENCE: tl.constexpr):  # fmt: skip
     """Per sample of todo, logits . dL/dsemantics [S] (0 elsewhere); and dL/dlogits = w dL/dsemantics at
-    its corners, P samples at a time."""
+    its corners, one sample at a time."""
     sem_dot = tl.zeros(lanes.shape, tl.float32)
-    rank, count = _ranks(todo)
-    r = 0
-    while r < count:
-        sel, live, w_p, base_p, sx_p, sy_p, sz_p, fx_p, fy_p, fz_p, in_p = _samples_at(
-            r, count, rank, w, base, sx, sy, sz, fx, fy, fz, inside, P
+    i = _first(todo, lanes, S)
+    while i < S:
+        w_i, base_i, sx_i, sy_i, sz_i, fx_i, fy_i, fz_i = _pick_sample(
+            i, lanes, w, base, sx, sy, sz, fx, fy, fz
         )
-        logits = tl.zeros_like(w_p)[:, None] + tl.zeros_like(g_sem)[None, :]
+        in_i = _pick(inside, lanes, i)
+        logits = tl.zeros(chans.shape, tl.float32)
         for j in tl.static_range(8):
-            row, wj, mask = _corner_rows(
-                j, live, base_p, sx_p, sy_p, sz_p, fx_p, fy_p, fz_p, in_p, chans, chan_ok, C, REFERENCE, P
+            row, wj_i, mask_i = _corner_row(
+                j, base_i, sx_i, sy_i, sz_i, fx_i, fy_i, fz_i, in_i, chans, chan_ok, C, REFERENCE
             )
-            logits += wj[:, None] * tl.load(semantics_b + row, mask=mask, other=0.0)
-            g_row = (w_p * wj)[:, None] * g_sem[None, :]
-            tl.atomic_add(grad_semantics_b + row, g_row, mask=mask, sem="relaxed")
-        dot = tl.sum(logits * g_sem[None, :], 1)
-        sem_dot += tl.sum(tl.where(sel, dot[:, None], 0.0), 0)
-        r += P
+            logits += wj_i * tl.load(semantics_b + row, mask=mask_i, other=0.0)
+            tl.atomic_add(grad_semantics_b + row, (w_i * wj_i) * g_sem, mask=mask_i, sem="relaxed")
+        sem_dot = tl.where(lanes == i, tl.sum(logits * g_sem), sem_dot)
+        todo = todo & (lanes != i)
+        i = _first(todo, lanes, S)
     return sem_dot
 
 
@@ -427,7 +414,6 @@ def render_fwd_kernel(
     R, C, NX, NY, NZ, orx, ory, orz, scx, scy, scz, step, interval, shift, thr, stop, sem_thr,
     background, merge, depth_scale,
     S: tl.constexpr, BLOCK_C: tl.constexpr, REFERENCE: tl.constexpr, MERGE_LOGITS: tl.constexpr,
-    LOGIT_SAMPLES: tl.constexpr,
 ):  # fmt: skip
     """Forward: per ray, sum w x, sum w logits [C], sum w, sum_ij w_i w_j |x_i - x_j|, sum w^2 and the number
     of kept samples."""
@@ -470,8 +456,8 @@ def render_fwd_kernel(
             )
         else:
             sem_acc += _semantics_per_sample(
-                todo, w, base, sx, sy, sz, fx, fy, fz, inside, semantics_b, C, chans, chan_ok, REFERENCE,
-                LOGIT_SAMPLES,
+                todo, lanes, w, base, sx, sy, sz, fx, fy, fz, inside, semantics_b, C, chans, chan_ok, S,
+                REFERENCE,
             )  # fmt: skip
         k += S
         go = (k < n) & (trans >= stop)
@@ -493,7 +479,7 @@ def render_bwd_kernel(
     R, C, NX, NY, NZ, orx, ory, orz, scx, scy, scz, step, interval, shift, thr, stop, sem_thr,
     background, merge, depth_scale,
     S: tl.constexpr, BLOCK_C: tl.constexpr, REFERENCE: tl.constexpr, MERGE_LOGITS: tl.constexpr,
-    MERGE_DENSITY: tl.constexpr, LOGIT_SAMPLES: tl.constexpr,
+    MERGE_DENSITY: tl.constexpr,
 ):  # fmt: skip
     """Backward: replay the steps in order and scatter dL/d(density, semantics) into the grids."""
     chans = tl.arange(0, BLOCK_C)
@@ -547,7 +533,7 @@ def render_bwd_kernel(
         else:
             sem_dot = _semantics_per_sample_bwd(
                 todo, lanes, w, base, sx, sy, sz, fx, fy, fz, inside, semantics_b, grad_semantics_b, C, chans,
-                chan_ok, g_sem, REFERENCE, LOGIT_SAMPLES,
+                chan_ok, g_sem, S, REFERENCE,
             )  # fmt: skip
         # dL/dw_k: depth, opacity, logits . dL/dsemantics, the pair sum's
         # d/dw_k sum_ij w_i w_j |x_i - x_j| = 2 sum_j w_j |x_k - x_j| = 2 (x_k (2 W_<k - W) + S - 2 S_<k)
